@@ -1,0 +1,78 @@
+"""Learner role: one DeepSpeed data-parallel rank per actor."""
+from __future__ import annotations
+
+import os
+import socket
+import time
+
+import torch
+
+from cluster.protocol import TrainBatch
+from learners.losses import Normaliser
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("", 0))
+        return s.getsockname()[1]
+
+
+class LearnerActor:
+    def __init__(self, rank: int, world_size: int, model_path: str, learner_cfg, algo_cfg,
+                 dtype: str, temperature: float, seed: int, num_threads: int | None = None):
+        if num_threads:
+            torch.set_num_threads(num_threads)
+        self.rank, self.world_size = rank, world_size
+        self.model_path, self.learner_cfg, self.algo_cfg = model_path, learner_cfg, algo_cfg
+        self.dtype, self.temperature, self.seed = dtype, temperature, seed
+        self.engine = None
+
+    def address(self) -> tuple[str, int]:
+        """Where rank 0 listens for the process group."""
+        import ray
+
+        return ray.util.get_node_ip_address(), _free_port()
+
+    def setup(self, master_addr: str, master_port: int) -> float:
+        """Join the process group and build the DeepSpeed engine (a collective: all ranks at once)."""
+        from learners.algos.registry import build_algorithm
+        from learners.engine import PolicyEngine, ds_config, init_distributed
+        from learners.models import load_policy
+
+        started = time.perf_counter()
+        torch.manual_seed(self.seed)
+        init_distributed(self.rank, self.world_size, master_addr, master_port)
+        cfg = self.learner_cfg
+        model = load_policy(self.model_path, self.dtype)
+        if cfg.gradient_checkpointing:
+            model.gradient_checkpointing_enable()
+        config = ds_config(self.algo_cfg.lr, cfg.zero_stage, cfg.grad_clip, cfg.weight_decay, self.dtype)
+        self.engine = PolicyEngine(model, build_algorithm(self.algo_cfg), config, self.world_size,
+                                   self.temperature)
+        return time.perf_counter() - started
+
+    def update(self, shards: list[TrainBatch], norms: list[Normaliser], n_micro: list[int]) -> dict[str, float]:
+        """All optimiser steps of one training step: epochs x mini-batches, this rank's shards."""
+        totals: dict[str, float] = {}
+        for _ in range(self.algo_cfg.epochs):
+            for shard, norm, n in zip(shards, norms, n_micro):
+                for k, v in self.engine.train_step(shard, norm, n).items():
+                    totals[k] = totals.get(k, 0.0) + v
+        steps = self.algo_cfg.epochs * len(shards)
+        return {k: v / steps for k, v in totals.items()}
+
+    def export_weights(self) -> list[tuple[str, torch.Tensor]] | None:
+        """Full weights from rank 0 (every rank must call: ZeRO-3 gathers are collective)."""
+        weights = self.engine.named_weights()
+        return weights if self.rank == 0 else None
+
+    def save(self, out_dir: str) -> str | None:
+        from transformers import AutoTokenizer
+
+        weights = self.engine.named_weights()
+        if self.rank != 0:
+            return None
+        module = self.engine.engine.module
+        module.save_pretrained(out_dir, state_dict=dict(weights), safe_serialization=True)
+        AutoTokenizer.from_pretrained(self.model_path).save_pretrained(out_dir)
+        return os.path.abspath(out_dir)

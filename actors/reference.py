@@ -1,0 +1,27 @@
+"""Reference role: the frozen initial policy, giving log π_ref of response tokens."""
+from __future__ import annotations
+
+import torch
+
+from cluster.protocol import TrainBatch
+from learners.engine import micro_batches, response_logprobs
+from learners.models import load_policy
+
+
+class ReferenceActor:
+    def __init__(self, model_path: str, dtype: str, micro_batch_size: int, temperature: float,
+                 num_threads: int | None = None):
+        if num_threads:
+            torch.set_num_threads(num_threads)
+        self.model = load_policy(model_path, dtype).eval()
+        self.device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.model.to(self.device)
+        self.micro_batch_size = micro_batch_size
+        self.temperature = temperature
+
+    @torch.no_grad()
+    def logprobs(self, batch: TrainBatch) -> torch.Tensor:
+        n = max(1, -(-len(batch) // self.micro_batch_size))
+        out = [response_logprobs(self.model, mb.to(self.device), self.temperature).cpu()
+               for mb in micro_batches(batch, n)]
+        return torch.cat(out)

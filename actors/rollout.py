@@ -1,0 +1,104 @@
+"""Rollout role: a vLLM engine inside the actor's own process.
+
+`RolloutActor` is a plain class; `cluster.groups` turns it into a Ray actor with the role's
+resources. In-process (VLLM_ENABLE_V1_MULTIPROCESSING=0) weight tensors reach the worker as a
+plain call, so a reload is one pass of `reload_weights` over the object-store state dict.
+"""
+from __future__ import annotations
+
+import os
+import time
+
+import numpy as np
+import torch
+
+from cluster.protocol import Prompts, Rollouts, SamplingSpec
+
+
+class WeightReloadExtension:
+    """Mixed into vLLM's worker class (`worker_extension_cls`). Method names carry an `rf_`
+    prefix so they never clash with the worker's own (`update_weights`, `reload_weights`, ...)."""
+
+    def rf_reload(self, named_tensors) -> None:
+        # CPU kernels repack linear weights at start-up, so `model.load_weights` is wrong after
+        # it; the runner's in-place reload re-runs the loader's post-processing.
+        self.model_runner.reload_weights(weights_iterator=iter(named_tensors))
+
+    def rf_checksum(self) -> float:
+        model = self.model_runner.get_model()
+        return float(sum(p.detach().double().sum().item() for p in model.parameters()))
+
+
+def configure_vllm_env(kv_cache_gib: float) -> None:
+    os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+    os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(max(1, int(round(kv_cache_gib)))))
+
+
+class RolloutActor:
+    def __init__(self, model_path: str, max_model_len: int, kv_cache_gib: float = 1.0,
+                 gpu_memory_utilization: float = 0.4, dtype: str = "float32", seed: int = 0):
+        configure_vllm_env(kv_cache_gib)
+        from vllm import LLM
+
+        started = time.perf_counter()
+        on_gpu = torch.cuda.is_available()
+        self.llm = LLM(
+            model=model_path, dtype=dtype if on_gpu or dtype == "float32" else "bfloat16",
+            max_model_len=max_model_len, seed=seed, enforce_eager=True,
+            gpu_memory_utilization=gpu_memory_utilization,
+            worker_extension_cls=f"{__name__}.WeightReloadExtension",
+        )
+        self.start_s = time.perf_counter() - started
+        self.version = 0
+
+    def generate(self, prompts: Prompts, spec: SamplingSpec) -> Rollouts:
+        from vllm import SamplingParams
+        from vllm.inputs import TokensPrompt
+
+        params = SamplingParams(
+            n=spec.n, max_tokens=spec.max_new_tokens, temperature=spec.temperature,
+            top_p=spec.top_p, seed=spec.seed, logprobs=0,
+        )
+        outputs = self.llm.generate(
+            [TokensPrompt(prompt_token_ids=ids.tolist()) for ids in prompts.token_ids],
+            params, use_tqdm=False,
+        )
+        cols: dict[str, list] = {k: [] for k in ("prompt_ids", "response_ids", "rollout_logprobs",
+                                                 "response_texts", "finish_reasons", "group_ids",
+                                                 "prompt_texts", "answers")}
+        for g, out in enumerate(outputs):
+            for c in out.outputs:
+                ids = list(c.token_ids)
+                cols["prompt_ids"].append(prompts.token_ids[g])
+                cols["response_ids"].append(np.asarray(ids, dtype=np.int64))
+                cols["rollout_logprobs"].append(
+                    np.asarray([lp[t].logprob for lp, t in zip(c.logprobs, ids)], dtype=np.float32))
+                cols["response_texts"].append(c.text)
+                cols["finish_reasons"].append(c.finish_reason or "length")
+                cols["group_ids"].append(g)
+                cols["prompt_texts"].append(prompts.texts[g])
+                cols["answers"].append(prompts.answers[g])
+        n = len(cols["response_ids"])
+        return Rollouts(
+            group_ids=np.asarray(cols.pop("group_ids"), dtype=np.int64),
+            policy_versions=np.full(n, self.version, dtype=np.int64),
+            **cols,
+        )
+
+    def load_weights(self, named_tensors: list[tuple[str, torch.Tensor]], version: int) -> float:
+        """In-place reload of every weight; returns seconds spent."""
+        started = time.perf_counter()
+        self.llm.collective_rpc("rf_reload", args=(named_tensors,))
+        self.llm.reset_prefix_cache()
+        self.version = version
+        return time.perf_counter() - started
+
+    def checksum(self) -> float:
+        return self.llm.collective_rpc("rf_checksum")[0]
+
+    def get_version(self) -> int:
+        return self.version
+
+    def ready(self) -> float:
+        return self.start_s

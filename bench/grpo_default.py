@@ -1,0 +1,65 @@
+"""Benchmark: the default recipe end to end, with a per-phase step-time breakdown.
+
+    .venv/bin/python bench/grpo_default.py [overrides...]
+
+Runs `recipes/grpo_arith.yaml` (plus overrides) through the same code path as `make run`, then
+appends a section to docs/benchmarks.md: eval accuracy of the base model and of the trained
+policy measured in the same run (ratio after/before), and the mean time per phase of a step.
+"""
+from __future__ import annotations
+
+import datetime
+import os
+import platform
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def machine() -> str:
+    mem_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return f"{platform.machine()} CPU, {os.cpu_count()} cores, {mem_gib:.0f} GiB, no GPU"
+
+
+def report(summary: dict, argv: list[str]) -> str:
+    t = summary["mean_step_timing_s"]
+    step = t["timing/step"]
+    rows = "\n".join(
+        f"| {k.split('/')[1]} | {v:.1f} | {100 * v / step:.0f}% |"
+        for k, v in t.items() if k != "timing/step"
+    )
+    before, after = summary["eval_accuracy_before"], summary["eval_accuracy_after"]
+    ratio = f"{after / before:.2f}x" if before else "n/a"
+    cmd = " ".join(["python bench/grpo_default.py", *argv])
+    return f"""
+## Default GRPO recipe, end to end ({datetime.date.today().isoformat()})
+
+- command: `{cmd}`
+- machine: {machine()}
+- recipe: `recipes/grpo_arith.yaml`; {summary['steps']} steps, {summary['recipe']['train']['prompts_per_step']} prompts x {summary['recipe']['algo']['group_size']} samples per step
+- wall: {summary['total_wall_s']:.0f} s total ({summary['startup_s']:.0f} s start-up, {summary['wall_s']:.0f} s evals + training); {summary['samples_per_s']:.2f} samples/s
+- held-out greedy accuracy ({summary['recipe']['task']['arithmetic']['eval_size']} problems): base model {before:.3f} -> trained {after:.3f} (ratio {ratio}, both measured in this run)
+
+| phase | mean s per step | share of step |
+|---|---|---|
+{rows}
+| step | {step:.1f} | 100% |
+"""
+
+
+def main(argv: list[str]) -> None:
+    from cluster.config import load_recipe
+    from cluster.launch import train
+
+    overrides = ["train.output_dir=runs/bench_grpo_default", *argv]
+    summary = train(load_recipe(ROOT / "recipes/grpo_arith.yaml", overrides))
+    text = report(summary, argv)
+    with open(ROOT / "docs/benchmarks.md", "a") as f:
+        f.write(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,248 @@
+"""Sectioned, typed recipe config: YAML + dotted overrides, validated once, frozen.
+
+No Ray here. Algorithm and reward knobs live in their own config classes (found through the
+registries); this module only assembles them.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, ValidationError, field_validator, model_validator, ValidationInfo
+
+from learners.algos.registry import ALGORITHMS
+from rewards.registry import REWARDS
+
+
+class ConfigError(ValueError):
+    """A recipe problem, reported as one line that names the key."""
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class RoleConfig(Section):
+    """Workers and resources of one role; each worker is one Ray actor in the role's placement group."""
+
+    num_workers: int = Field(1, ge=1)
+    num_cpus: float = Field(1.0, ge=0)
+    num_gpus: float = Field(0.0, ge=0)
+
+
+class ModelConfig(Section):
+    # "default" is the embedded SmolLM2-135M-Instruct built by `rewardflow setup`; else a local HF dir.
+    path: str = "default"
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+
+
+class ArithmeticConfig(Section):
+    ops: list[Literal["+", "-", "*"]] = ["+"]
+    digits: int = Field(1, ge=1, le=6)
+    train_size: int = Field(2000, ge=1)
+    eval_size: int = Field(100, ge=1)
+    seed: int = 0
+
+
+class FileTaskConfig(Section):
+    path: str
+    eval_path: str | None = None
+    prompt_column: str = "prompt"
+    answer_column: str = "answer"
+    eval_size: int = Field(100, ge=1)
+
+
+class TaskConfig(Section):
+    kind: Literal["arithmetic", "file"] = "arithmetic"
+    arithmetic: ArithmeticConfig = ArithmeticConfig()
+    file: FileTaskConfig | None = None
+    # Appended to every prompt before the chat template is applied.
+    instruction: str = ""
+    system_prompt: str | None = None
+
+    @model_validator(mode="after")
+    def _file_needs_path(self):
+        if self.kind == "file" and self.file is None:
+            raise ValueError("task.kind=file needs a task.file section with a path")
+        return self
+
+
+class RewardTermConfig(Section):
+    """One term of the weighted sum; `args` go to the reward's own config class."""
+
+    name: str
+    weight: float = 1.0
+    args: SerializeAsAny[BaseModel] | None = Field(None, validate_default=True)
+
+    @field_validator("name")
+    @classmethod
+    def _known(cls, name: str) -> str:
+        if name not in REWARDS:
+            raise ValueError(f"unknown reward {name!r}; known: {', '.join(sorted(REWARDS))}")
+        return name
+
+    @field_validator("args", mode="before")
+    @classmethod
+    def _build_args(cls, args: Any, info: ValidationInfo):
+        name = info.data.get("name")
+        if name is None or isinstance(args, BaseModel):
+            return args
+        return REWARDS[name].Config(**(args or {}))
+
+
+class RolloutConfig(RoleConfig):
+    max_new_tokens: int = Field(64, ge=1)
+    max_prompt_len: int = Field(256, ge=1)
+    temperature: float = Field(1.0, ge=0)
+    top_p: float = Field(1.0, gt=0, le=1)
+    kv_cache_gib: float = Field(1.0, gt=0)
+    gpu_memory_utilization: float = Field(0.4, gt=0, le=1)
+
+
+class RewardRoleConfig(RoleConfig):
+    num_cpus: float = Field(0.1, ge=0)
+    timeout_s: float = Field(10.0, gt=0)
+
+
+class LearnerConfig(RoleConfig):
+    zero_stage: int = Field(0, ge=0, le=3)
+    micro_batch_size: int = Field(8, ge=1)
+    grad_clip: float = Field(1.0, ge=0)
+    weight_decay: float = Field(0.0, ge=0)
+    gradient_checkpointing: bool = False
+
+
+class ReferenceConfig(RoleConfig):
+    num_cpus: float = Field(0.1, ge=0)
+    micro_batch_size: int = Field(16, ge=1)
+
+
+class TrainConfig(Section):
+    steps: int = Field(20, ge=1)
+    prompts_per_step: int = Field(16, ge=1)
+    seed: int = 0
+    sync_every: int = Field(1, ge=1)
+    eval_every: int = Field(0, ge=0)  # 0: eval before and after only
+    eval_max_new_tokens: int = Field(32, ge=1)
+    output_dir: str = "runs/grpo_arith"
+    save_final: bool = True
+
+
+class LoggingConfig(Section):
+    # None: "online" with WANDB_API_KEY set, else "offline".
+    wandb_mode: Literal["online", "offline", "disabled"] | None = None
+    project: str = "rewardflow"
+    run_name: str | None = None
+    table_rows: int = Field(8, ge=0)
+    progress_bar: bool = True
+
+
+class ClusterConfig(Section):
+    # None: RAY_ADDRESS if set, else a new local cluster.
+    address: str | None = None
+    # Logical CPUs of a new local cluster; None: max(cores, what the recipe asks for), since the
+    # synchronous loop's phases take turns on the same cores.
+    num_cpus: float | None = None
+    placement_strategy: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = "PACK"
+
+
+class RecipeConfig(Section):
+    model: ModelConfig = ModelConfig()
+    task: TaskConfig = TaskConfig()
+    algo: SerializeAsAny[BaseModel]
+    rewards: list[RewardTermConfig] = Field(min_length=1)
+    rollout: RolloutConfig = RolloutConfig()
+    reward: RewardRoleConfig = RewardRoleConfig()
+    reference: ReferenceConfig = ReferenceConfig()
+    learner: LearnerConfig = LearnerConfig()
+    train: TrainConfig = TrainConfig()
+    logging: LoggingConfig = LoggingConfig()
+    cluster: ClusterConfig = ClusterConfig()
+
+    @field_validator("algo", mode="before")
+    @classmethod
+    def _build_algo(cls, data: Any):
+        if isinstance(data, BaseModel):
+            return data
+        if not isinstance(data, dict) or "name" not in data:
+            raise ValueError("algo needs a name, e.g. algo.name=grpo")
+        if data["name"] not in ALGORITHMS:
+            raise ValueError(f"unknown algorithm {data['name']!r}; known: {', '.join(sorted(ALGORITHMS))}")
+        return ALGORITHMS[data["name"]].Config(**data)
+
+
+def _set_dotted(tree: dict, dotted: str, value: Any) -> None:
+    node: Any = tree
+    parts = dotted.split(".")
+    for part in parts[:-1]:
+        if isinstance(node, list):
+            node = node[_list_index(node, part, dotted)]
+        else:
+            node = node.setdefault(part, {})
+            if not isinstance(node, (dict, list)):
+                raise ConfigError(f"{dotted}: {part} is a value, not a section")
+    last = parts[-1]
+    if isinstance(node, list):
+        node[_list_index(node, last, dotted)] = value
+    else:
+        node[last] = value
+
+
+def _list_index(node: list, part: str, dotted: str) -> int:
+    if not part.isdigit() or int(part) >= len(node):
+        raise ConfigError(f"{dotted}: {part!r} is not an index of a list of {len(node)}")
+    return int(part)
+
+
+def _format_error(err: ValidationError) -> str:
+    first = err.errors()[0]
+    loc = ".".join(str(p) for p in first["loc"] if not str(p).startswith("function-"))
+    msg = first["msg"].removeprefix("Value error, ")
+    if first["type"] == "extra_forbidden":
+        msg = "unknown key"
+    got = first.get("input")
+    shown = "" if first["type"] in ("extra_forbidden", "missing") or isinstance(got, dict) else f" (got {got!r})"
+    return f"{loc}: {msg}{shown}"
+
+
+def parse_overrides(items: list[str]) -> list[tuple[str, Any]]:
+    out = []
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"override {item!r} is not key=value")
+        try:
+            out.append((key, yaml.safe_load(raw) if raw else ""))
+        except yaml.YAMLError:
+            raise ConfigError(f"override {key}: value {raw!r} is not valid YAML") from None
+    return out
+
+
+def load_recipe(path: str | os.PathLike | None, overrides: list[str] = ()) -> RecipeConfig:
+    """Read a YAML recipe, apply `key.sub=value` overrides, validate once. Raises ConfigError."""
+    tree: dict = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"recipe {path}: no such file")
+        try:
+            tree = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"recipe {path}: not valid YAML ({str(e).splitlines()[0]})") from None
+        if not isinstance(tree, dict):
+            raise ConfigError(f"recipe {path}: top level must be a mapping of sections")
+    for key, value in parse_overrides(list(overrides)):
+        _set_dotted(tree, key, value)
+    try:
+        return RecipeConfig(**tree)
+    except ValidationError as e:
+        raise ConfigError(_format_error(e)) from None
+    except TypeError as e:
+        raise ConfigError(str(e)) from None
+
+
+def dump_recipe(cfg: RecipeConfig) -> dict:
+    """Plain dict of the validated recipe (for summary.json and wandb)."""
+    return cfg.model_dump(mode="json")

@@ -1,0 +1,154 @@
+"""The training loop: one method per phase, in the order of the paper's pseudo-code.
+
+    generate -> score -> reference forward -> algorithm.prepare -> learner update
+             -> weight sync -> log / eval / checkpoint
+
+The loop branches on what the algorithm declares it needs (`algorithm.needs()`), never on its name.
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from cluster.config import RecipeConfig, dump_recipe
+from cluster.data import PromptStream
+from cluster.metrics import PhaseTimer, RunLogger
+from cluster.protocol import Prompts, Rollouts, SamplingSpec, Scores, TrainBatch, rollouts_to_tensors
+from learners.algos.base import Algorithm
+
+PHASES = ("generate", "score", "reference", "update", "weight_sync")
+
+
+@dataclass
+class Roles:
+    rollouts: object
+    rewards: object
+    learners: object
+    reference: object | None
+    sync: object
+
+
+class Controller:
+    def __init__(self, cfg: RecipeConfig, roles: Roles, algorithm: Algorithm, train: Prompts,
+                 evals: Prompts, pad_id: int, logger: RunLogger):
+        self.cfg, self.roles, self.algorithm = cfg, roles, algorithm
+        self.needs = algorithm.needs()
+        self.stream = PromptStream(train, cfg.train.seed)
+        self.evals, self.pad_id, self.logger = evals, pad_id, logger
+        self.version = 0
+        self.samples_seen = 0
+
+    # -- phases ---------------------------------------------------------------------------
+    def generate(self, prompts: Prompts) -> Rollouts:
+        r = self.cfg.rollout
+        # No per-request seed: vLLM's CPU runner cannot rewind a seeded generator when a chunked
+        # prefill discards a sample; the engine itself is seeded from train.seed.
+        spec = SamplingSpec(n=self.needs.samples_per_prompt, max_new_tokens=r.max_new_tokens,
+                            temperature=r.temperature, top_p=r.top_p)
+        return self.roles.rollouts.generate(prompts, spec)
+
+    def score(self, rollouts: Rollouts) -> Scores:
+        return self.roles.rewards.score(rollouts)
+
+    def reference_forward(self, tensors: dict) -> None:
+        probe = TrainBatch(advantages=torch.zeros(len(tensors["input_ids"])), **tensors)
+        tensors["ref_logprobs"] = self.roles.reference.logprobs(probe)
+
+    def update(self, batch: TrainBatch) -> dict[str, float]:
+        return self.roles.learners.update(batch, self.algorithm, self.cfg.rollout.max_new_tokens)
+
+    def sync_weights(self) -> None:
+        self.version += 1
+        self.roles.sync.sync(self.version)
+
+    def evaluate(self) -> float:
+        """Greedy accuracy on the held-out split."""
+        spec = SamplingSpec(n=1, max_new_tokens=self.cfg.train.eval_max_new_tokens, temperature=0.0)
+        rollouts = self.roles.rollouts.generate(self.evals, spec)
+        return float(np.mean(self.roles.rewards.accuracy(rollouts).values))
+
+    # -- loop -----------------------------------------------------------------------------
+    def train_step(self, step: int) -> dict[str, float]:
+        timer = PhaseTimer()
+        started = time.perf_counter()
+        prompts = self.stream.next_batch(self.cfg.train.prompts_per_step)
+        with timer.phase("generate"):
+            rollouts = self.generate(prompts)
+        with timer.phase("score"):
+            scores = self.score(rollouts)
+        tensors = rollouts_to_tensors(rollouts, self.pad_id)
+        with timer.phase("reference"):
+            if self.needs.reference:
+                self.reference_forward(tensors)
+        batch, prep_metrics = self.algorithm.prepare(rollouts, scores, tensors)
+        with timer.phase("update"):
+            train_metrics = self.update(batch)
+        with timer.phase("weight_sync"):
+            if (step + 1) % self.cfg.train.sync_every == 0:
+                self.sync_weights()
+        step_s = time.perf_counter() - started
+        self.samples_seen += len(rollouts)
+        if step % max(1, self.cfg.train.steps // 4) == 0:
+            self.logger.samples_table(step, rollouts, scores)
+        return {
+            **rollout_metrics(rollouts, scores, self.version),
+            **prep_metrics, **train_metrics, **timer.times,
+            "timing/step": step_s,
+            "timing/other": step_s - sum(timer.times.values()),
+            "perf/samples_per_s": len(rollouts) / step_s,
+            "perf/tokens_per_s": sum(len(r) for r in rollouts.response_ids) / step_s,
+        }
+
+    def run(self) -> dict:
+        cfg = self.cfg.train
+        started = time.perf_counter()
+        acc_before = self.evaluate()
+        self.logger.log(0, {"eval/accuracy": acc_before})
+        step_times: list[dict] = []
+        metrics: dict[str, float] = {}
+        for step in range(cfg.steps):
+            metrics = self.train_step(step)
+            if cfg.eval_every and (step + 1) % cfg.eval_every == 0 and step + 1 < cfg.steps:
+                metrics["eval/accuracy"] = self.evaluate()
+            step_times.append({k: v for k, v in metrics.items() if k.startswith("timing/")})
+            self.logger.log(step + 1, metrics)
+            self.logger.advance(metrics)
+        if cfg.steps % cfg.sync_every:
+            self.sync_weights()  # eval and save the weights that were trained
+        acc_after = self.evaluate()
+        self.logger.log(cfg.steps, {"eval/accuracy": acc_after})
+        wall = time.perf_counter() - started
+        return {
+            "steps": cfg.steps,
+            "wall_s": wall,
+            "samples_per_s": self.samples_seen / wall,
+            "eval_accuracy_before": acc_before,
+            "eval_accuracy_after": acc_after,
+            "final_metrics": metrics,
+            "mean_step_timing_s": {k: float(np.mean([t[k] for t in step_times])) for k in step_times[0]},
+            "recipe": dump_recipe(self.cfg),
+        }
+
+
+def rollout_metrics(rollouts: Rollouts, scores: Scores, version: int) -> dict[str, float]:
+    lengths = np.array([len(r) for r in rollouts.response_ids])
+    out = {
+        "reward/total": float(np.mean(scores.values)),
+        "reward/errors": float(scores.num_errors),
+        "rollout/response_len": float(lengths.mean()),
+        "rollout/truncated_frac": float(np.mean([f == "length" for f in rollouts.finish_reasons])),
+        "async/staleness": float(version - rollouts.policy_versions.min()),
+    }
+    out.update({f"reward/{k}": float(np.mean(v)) for k, v in scores.terms.items()})
+    return out
+
+
+def write_summary(out_dir: str, summary: dict) -> Path:
+    path = Path(out_dir) / "summary.json"
+    path.write_text(json.dumps(summary, indent=2))
+    return path

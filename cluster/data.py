@@ -1,0 +1,127 @@
+"""Prompt sources: the built-in arithmetic task and user prompt files (JSONL / Parquet).
+
+Both give (question, answer) rows; `render_prompts` applies the chat template once.
+"""
+from __future__ import annotations
+
+import operator
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from cluster.config import ArithmeticConfig, ConfigError, FileTaskConfig, TaskConfig
+from cluster.protocol import Prompts
+
+_OPS = {"+": operator.add, "-": operator.sub, "*": operator.mul}
+
+
+@dataclass(frozen=True)
+class Row:
+    id: str
+    question: str
+    answer: str
+
+
+def arithmetic_rows(cfg: ArithmeticConfig) -> tuple[list[Row], list[Row]]:
+    """Seeded train/eval splits of "What is a op b?" with operands of up to `digits` digits.
+
+    The eval split is drawn first and its questions never appear in train. When the problem
+    space is smaller than train_size, train repeats its problems (in a seeded order).
+    """
+    rng = random.Random(cfg.seed)
+    hi = 10**cfg.digits - 1
+    space = len(cfg.ops) * (hi + 1) ** 2
+
+    def draw() -> Row:
+        op = rng.choice(cfg.ops)
+        a, b = rng.randint(0, hi), rng.randint(0, hi)
+        q = f"What is {a} {op} {b}?"
+        return Row(q, q, str(_OPS[op](a, b)))
+
+    n_eval = min(cfg.eval_size, space // 2)
+    eval_rows: dict[str, Row] = {}
+    while len(eval_rows) < n_eval:
+        row = draw()
+        eval_rows.setdefault(row.id, row)
+    train: list[Row] = []
+    seen: set[str] = set()
+    for _ in range(cfg.train_size * 50):
+        if len(train) == cfg.train_size:
+            break
+        row = draw()
+        if row.id in eval_rows:
+            continue
+        if row.id in seen and len(seen) < space - n_eval:
+            continue  # prefer new problems while there are any left
+        seen.add(row.id)
+        train.append(row)
+    return train, list(eval_rows.values())
+
+
+def file_rows(cfg: FileTaskConfig) -> tuple[list[Row], list[Row]]:
+    """Rows from JSONL/Parquet via `datasets`; eval from `eval_path` or the last eval_size rows."""
+    train = _read_rows(cfg.path, cfg)
+    if cfg.eval_path:
+        return train, _read_rows(cfg.eval_path, cfg)
+    if len(train) < 2:
+        raise ConfigError(f"task.file.path: {cfg.path} has {len(train)} rows; need at least 2 to hold out an eval split")
+    n_eval = min(cfg.eval_size, len(train) // 2)
+    return train[:-n_eval], train[-n_eval:]
+
+
+def _read_rows(path: str, cfg: FileTaskConfig) -> list[Row]:
+    import datasets
+
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"task.file.path: {path}: no such file")
+    kind = {".jsonl": "json", ".json": "json", ".parquet": "parquet"}.get(p.suffix)
+    if kind is None:
+        raise ConfigError(f"task.file.path: {path}: expected .jsonl, .json or .parquet")
+    ds = datasets.load_dataset(kind, data_files=str(p), split="train")
+    for col in (cfg.prompt_column, cfg.answer_column):
+        if col not in ds.column_names:
+            raise ConfigError(f"task.file: column {col!r} not in {path} (columns: {', '.join(ds.column_names)})")
+    return [Row(f"{p.name}:{i}", r[cfg.prompt_column], str(r[cfg.answer_column])) for i, r in enumerate(ds)]
+
+
+def load_rows(cfg: TaskConfig) -> tuple[list[Row], list[Row]]:
+    return arithmetic_rows(cfg.arithmetic) if cfg.kind == "arithmetic" else file_rows(cfg.file)
+
+
+def render_prompts(rows: list[Row], tokenizer, cfg: TaskConfig, max_prompt_len: int) -> Prompts:
+    """Apply the chat template; a prompt may be a string or a list of chat messages."""
+    texts, ids = [], []
+    for row in rows:
+        if isinstance(row.question, list):
+            messages = list(row.question)
+        else:
+            messages = [{"role": "user", "content": row.question + cfg.instruction}]
+        if cfg.system_prompt is not None:
+            messages = [{"role": "system", "content": cfg.system_prompt}, *messages]
+        text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        tok = tokenizer(text, add_special_tokens=False)["input_ids"]
+        if len(tok) > max_prompt_len:
+            tok = tok[-max_prompt_len:]  # keep the end: the question and the generation prompt
+        texts.append(text)
+        ids.append(np.asarray(tok, dtype=np.int64))
+    return Prompts(ids=[r.id for r in rows], texts=texts, token_ids=ids, answers=[r.answer for r in rows])
+
+
+class PromptStream:
+    """Seeded, epoch-shuffled batches of train prompts."""
+
+    def __init__(self, prompts: Prompts, seed: int):
+        self.prompts = prompts
+        self._rng = np.random.default_rng(seed)
+        self._order: list[int] = []
+
+    def next_batch(self, n: int) -> Prompts:
+        idx = []
+        while len(idx) < n:
+            if not self._order:
+                self._order = list(self._rng.permutation(len(self.prompts)))
+            idx.append(int(self._order.pop()))
+        return self.prompts.select(idx)

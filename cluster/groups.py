@@ -1,0 +1,134 @@
+"""Typed fan-out wrappers, one per role: `rollouts.generate(...)`, `learners.update(...)`.
+
+Each wrapper owns its Ray actors and hides how work is split across them.
+"""
+from __future__ import annotations
+
+import numpy as np
+import ray
+
+from actors.learner import LearnerActor
+from actors.reference import ReferenceActor
+from actors.reward import RewardActor
+from actors.rollout import RolloutActor
+from cluster.config import RecipeConfig
+from cluster.placement import place_role, threads_for, worker_env
+from cluster.protocol import Prompts, Rollouts, SamplingSpec, Scores, TrainBatch
+from learners.engine import num_micro_batches
+
+
+def _spawn(cls, name: str, cfg: RecipeConfig, args_for, env: dict | None = None) -> list:
+    role = getattr(cfg, name)
+    placement = place_role(name, role, cfg.cluster.placement_strategy)
+    remote_cls = ray.remote(cls)
+    return [
+        remote_cls.options(**opts, runtime_env=worker_env(role, env), name=None).remote(*args_for(i))
+        for i, opts in enumerate(placement.options)
+    ]
+
+
+def _split(n: int, parts: int) -> list[tuple[int, int]]:
+    bounds = np.linspace(0, n, parts + 1).round().astype(int)
+    return [(a, b) for a, b in zip(bounds, bounds[1:]) if b > a]
+
+
+class RolloutGroup:
+    def __init__(self, cfg: RecipeConfig, model_path: str):
+        r = cfg.rollout
+        max_len = r.max_prompt_len + max(r.max_new_tokens, cfg.train.eval_max_new_tokens)
+        self.actors = _spawn(RolloutActor, "rollout", cfg, lambda i: (
+            model_path, max_len, r.kv_cache_gib, r.gpu_memory_utilization, cfg.model.dtype, cfg.train.seed + i))
+        self.start_s = max(ray.get([a.ready.remote() for a in self.actors]))
+
+    def generate(self, prompts: Prompts, spec: SamplingSpec) -> Rollouts:
+        spans = _split(len(prompts), len(self.actors))
+        refs = [a.generate.remote(prompts.select(list(range(lo, hi))), spec)
+                for a, (lo, hi) in zip(self.actors, spans)]
+        return Rollouts.concat(ray.get(refs), [lo for lo, _ in spans])
+
+    def load_weights(self, weights_ref, version: int) -> float:
+        """Every actor pulls the same object-store copy; returns the slowest reload's seconds."""
+        return max(ray.get([a.load_weights.remote(weights_ref, version) for a in self.actors]))
+
+    def checksums(self) -> list[float]:
+        return ray.get([a.checksum.remote() for a in self.actors])
+
+
+class RewardGroup:
+    def __init__(self, cfg: RecipeConfig):
+        self.actors = _spawn(RewardActor, "reward", cfg, lambda i: (cfg.rewards, cfg.reward.timeout_s))
+
+    def _fan_out(self, rollouts: Rollouts, method: str) -> Scores:
+        spans = _split(len(rollouts), len(self.actors))
+        parts = ray.get([getattr(a, method).remote(_slice(rollouts, lo, hi))
+                         for a, (lo, hi) in zip(self.actors, spans)])
+        return Scores(
+            values=np.concatenate([p.values for p in parts]),
+            terms={k: np.concatenate([p.terms[k] for p in parts]) for k in parts[0].terms},
+            errors=[e for p in parts for e in p.errors],
+        )
+
+    def score(self, rollouts: Rollouts) -> Scores:
+        return self._fan_out(rollouts, "score")
+
+    def accuracy(self, rollouts: Rollouts) -> Scores:
+        return self._fan_out(rollouts, "accuracy")
+
+
+def _slice(rollouts: Rollouts, lo: int, hi: int) -> Rollouts:
+    from dataclasses import fields
+
+    return Rollouts(**{f.name: getattr(rollouts, f.name)[lo:hi] for f in fields(Rollouts)})
+
+
+class ReferenceGroup:
+    def __init__(self, cfg: RecipeConfig, model_path: str):
+        ref = cfg.reference
+        self.actors = _spawn(ReferenceActor, "reference", cfg, lambda i: (
+            model_path, cfg.model.dtype, ref.micro_batch_size, cfg.rollout.temperature or 1.0, threads_for(ref)))
+
+    def logprobs(self, batch: TrainBatch) -> "torch.Tensor":
+        import torch
+
+        n = len(self.actors)
+        return torch.cat(ray.get([a.logprobs.remote(batch.shard(i, n)) for i, a in enumerate(self.actors)]))
+
+
+class LearnerGroup:
+    def __init__(self, cfg: RecipeConfig, model_path: str):
+        lc = cfg.learner
+        world = lc.num_workers
+        self.actors = _spawn(LearnerActor, "learner", cfg, lambda i: (
+            i, world, model_path, lc, cfg.algo, cfg.model.dtype, cfg.rollout.temperature or 1.0,
+            cfg.train.seed, threads_for(lc)))
+        self.micro_batch_size = lc.micro_batch_size
+        addr, port = ray.get(self.actors[0].address.remote())
+        self.setup_s = max(ray.get([a.setup.remote(addr, port) for a in self.actors]))
+
+    @property
+    def world_size(self) -> int:
+        return len(self.actors)
+
+    def update(self, batch: TrainBatch, algorithm, max_new_tokens: int) -> dict[str, float]:
+        """Split the step's batch into mini-batches, shard each across ranks, run all steps."""
+        world = self.world_size
+        if len(batch) < world * algorithm.cfg.mini_batches:
+            raise ValueError(f"batch of {len(batch)} samples cannot feed {world} learner ranks x "
+                             f"{algorithm.cfg.mini_batches} mini-batches")
+        k = algorithm.cfg.mini_batches
+        minis = [batch.shard(j, k) for j in range(k)]
+        norms = [algorithm.normaliser(m, max_new_tokens) for m in minis]
+        shards = [[m.shard(r, world) for m in minis] for r in range(world)]
+        n_micro = [num_micro_batches([len(s[j]) for s in shards], self.micro_batch_size) for j in range(k)]
+        results = ray.get([a.update.remote(shards[r], norms, n_micro) for r, a in enumerate(self.actors)])
+        # Per-rank values are shares of global quantities: sum over ranks.
+        return {k: sum(r[k] for r in results) for k in results[0]}
+
+    def export_weights(self):
+        """ObjectRef of rank 0's full state (every rank takes part in the gather)."""
+        refs = [a.export_weights.remote() for a in self.actors]
+        ray.wait(refs[1:], num_returns=len(refs) - 1) if len(refs) > 1 else None
+        return refs[0]
+
+    def save(self, out_dir: str) -> str:
+        return ray.get([a.save.remote(out_dir) for a in self.actors])[0]

@@ -1,0 +1,67 @@
+"""Build the roles of a recipe on a Ray cluster and run the controller."""
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import ray
+
+from cluster.config import RecipeConfig, dump_recipe
+from cluster.controller import Controller, Roles, write_summary
+from cluster.data import load_rows, render_prompts
+from cluster.metrics import RunLogger
+from cluster.placement import ROLES, start_ray
+from learners.algos.registry import build_algorithm
+from learners.models import load_tokenizer, resolve_model_path
+
+
+def build_roles(cfg: RecipeConfig, model_path: str, needs) -> Roles:
+    from cluster.groups import LearnerGroup, ReferenceGroup, RewardGroup, RolloutGroup
+    from cluster.weight_sync import ObjectStoreSync
+
+    if needs.critic or needs.pairs or needs.mixture_sampling or needs.judge:
+        raise NotImplementedError(f"this build of the controller serves sampled-group algorithms only; {needs}")
+    learners = LearnerGroup(cfg, model_path)
+    rollouts = RolloutGroup(cfg, model_path)
+    return Roles(
+        rollouts=rollouts,
+        rewards=RewardGroup(cfg),
+        learners=learners,
+        reference=ReferenceGroup(cfg, model_path) if needs.reference else None,
+        sync=ObjectStoreSync(learners, rollouts),
+    )
+
+
+def train(cfg: RecipeConfig) -> dict:
+    """Run one recipe to completion; returns the summary also written to summary.json."""
+    started = time.perf_counter()
+    model_path = resolve_model_path(cfg.model.path)
+    out_dir = Path(cfg.train.output_dir).resolve()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tokenizer = load_tokenizer(model_path)
+    train_rows, eval_rows = load_rows(cfg.task)
+    max_len = cfg.rollout.max_prompt_len
+    train_prompts = render_prompts(train_rows, tokenizer, cfg.task, max_len)
+    eval_prompts = render_prompts(eval_rows, tokenizer, cfg.task, max_len)
+    algorithm = build_algorithm(cfg.algo)
+    needs = algorithm.needs()
+    roles_used = [r for r in ROLES if r != "reference" or needs.reference]
+    address = start_ray(cfg, roles_used)
+    logger = RunLogger(cfg.logging, dump_recipe(cfg), str(out_dir), cfg.train.steps)
+    try:
+        roles = build_roles(cfg, model_path, needs)
+        startup_s = time.perf_counter() - started
+        controller = Controller(cfg, roles, algorithm, train_prompts, eval_prompts,
+                                tokenizer.pad_token_id, logger)
+        checksums_start = roles.rollouts.checksums()
+        summary = controller.run()
+        if cfg.train.save_final:
+            summary["final_checkpoint"] = roles.learners.save(str(out_dir / "final"))
+        summary.update(startup_s=startup_s, total_wall_s=time.perf_counter() - started, ray_address=address,
+                       rollout_checksums={"start": checksums_start, "end": roles.rollouts.checksums()})
+        summary["summary_path"] = str(write_summary(str(out_dir), summary))
+        return summary
+    finally:
+        logger.close()
+        ray.shutdown()

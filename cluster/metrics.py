@@ -1,0 +1,74 @@
+"""wandb logging (metric names `<area>/<name>`), a table of sample generations, a progress bar."""
+from __future__ import annotations
+
+import math
+import os
+import time
+from contextlib import contextmanager
+
+from cluster.config import LoggingConfig
+
+
+class PhaseTimer:
+    """Collects `timing/<phase>` seconds for one step."""
+
+    def __init__(self):
+        self.times: dict[str, float] = {}
+
+    @contextmanager
+    def phase(self, name: str):
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.times[f"timing/{name}"] = self.times.get(f"timing/{name}", 0.0) + time.perf_counter() - started
+
+
+def wandb_mode(cfg: LoggingConfig) -> str:
+    if cfg.wandb_mode:
+        return cfg.wandb_mode
+    if os.environ.get("WANDB_MODE"):
+        return os.environ["WANDB_MODE"]
+    return "online" if os.environ.get("WANDB_API_KEY") else "offline"
+
+
+class RunLogger:
+    def __init__(self, cfg: LoggingConfig, recipe: dict, out_dir: str, total_steps: int):
+        import wandb
+
+        self.cfg = cfg
+        self.wandb = wandb
+        self.run = wandb.init(mode=wandb_mode(cfg), project=cfg.project, name=cfg.run_name,
+                              dir=out_dir, config=recipe, reinit="finish_previous")
+        self.bar = None
+        if cfg.progress_bar:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total_steps, desc="train", unit="step", dynamic_ncols=True)
+        self.history: list[dict] = []
+
+    def log(self, step: int, metrics: dict[str, float]) -> None:
+        clean = {k: float(v) for k, v in metrics.items() if v is not None and math.isfinite(float(v))}
+        self.history.append({"step": step, **clean})
+        self.run.log(clean, step=step)
+
+    def advance(self, metrics: dict[str, float]) -> None:
+        if self.bar is not None:
+            shown = {k.split("/")[-1]: f"{metrics[k]:.3f}" for k in ("reward/total", "eval/accuracy") if k in metrics}
+            self.bar.set_postfix(shown, refresh=False)
+            self.bar.update(1)
+
+    def samples_table(self, step: int, rollouts, scores) -> None:
+        n = min(self.cfg.table_rows, len(rollouts))
+        if n == 0:
+            return
+        table = self.wandb.Table(columns=["step", "prompt", "response", "answer", "reward", "error"])
+        for i in range(n):
+            table.add_data(step, rollouts.prompt_texts[i], rollouts.response_texts[i], rollouts.answers[i],
+                           float(scores.values[i]), scores.errors[i] or "")
+        self.run.log({"samples": table}, step=step)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+        self.run.finish()

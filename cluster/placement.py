@@ -1,0 +1,67 @@
+"""Ray start-up and per-role placement groups."""
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+
+import ray
+from ray.util.placement_group import placement_group
+from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+from cluster.config import RecipeConfig, RoleConfig
+
+ROLES = ("rollout", "reward", "reference", "learner")
+
+
+def requested_cpus(cfg: RecipeConfig, roles: list[str]) -> float:
+    return sum(getattr(cfg, r).num_workers * getattr(cfg, r).num_cpus for r in roles)
+
+
+def start_ray(cfg: RecipeConfig, roles: list[str]) -> str:
+    """Attach to `cluster.address` / RAY_ADDRESS if given, else start a local cluster."""
+    env = {"TOKENIZERS_PARALLELISM": "false"}
+    address = cfg.cluster.address or os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address, runtime_env={"env_vars": env}, log_to_driver=True)
+        return address
+    num_cpus = cfg.cluster.num_cpus or max(os.cpu_count() or 1, math.ceil(requested_cpus(cfg, roles)))
+    num_cpus = math.ceil(num_cpus)
+    ray.init(num_cpus=num_cpus, include_dashboard=False, runtime_env={"env_vars": env})
+    return "local"
+
+
+@dataclass
+class RolePlacement:
+    """How to schedule each worker of one role; `None` strategy = ordinary scheduling."""
+
+    options: list[dict]
+
+
+def place_role(name: str, role: RoleConfig, strategy: str) -> RolePlacement:
+    """One placement group per role, one bundle per worker; workers get their bundle's resources."""
+    base = {"num_cpus": role.num_cpus, "num_gpus": role.num_gpus}
+    bundle = {k: v for k, v in (("CPU", role.num_cpus), ("GPU", role.num_gpus)) if v > 0}
+    if not bundle:  # Ray rejects empty bundles; a zero-resource worker needs no reservation
+        return RolePlacement([dict(base) for _ in range(role.num_workers)])
+    pg = placement_group([bundle] * role.num_workers, strategy=strategy, name=f"rewardflow-{name}")
+    ray.get(pg.ready(), timeout=300)
+    return RolePlacement([
+        {**base, "scheduling_strategy": PlacementGroupSchedulingStrategy(pg, placement_group_bundle_index=i)}
+        for i in range(role.num_workers)
+    ])
+
+
+def worker_env(role: RoleConfig, extra: dict[str, str] | None = None) -> dict:
+    env = dict(extra or {})
+    if role.num_gpus == 0:
+        env["DS_ACCELERATOR"] = "cpu"
+        env["CUDA_VISIBLE_DEVICES"] = ""
+    env.setdefault("OMP_NUM_THREADS", str(threads_for(role)))
+    return {"env_vars": env}
+
+
+def threads_for(role: RoleConfig) -> int:
+    """Threads a worker may use: the synchronous loop's phases take turns, so each phase may use
+    every core of its node rather than only its logical CPU share."""
+    return max(1, os.cpu_count() or 1)

@@ -1,0 +1,62 @@
+"""GRPO (Shao et al. 2024), with the Dr.GRPO and DAPO variants as config fields.
+
+prepare: A_i = group-normalised sequence reward (std or none), broadcast over the response.
+loss:    clipped surrogate on ρ = π/π_rollout  +  kl_coef · k3(π, π_ref), aggregated by
+         `loss_agg` (token_mean | seq_mean | constant).
+"""
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from pydantic import Field
+
+from cluster.protocol import Rollouts, Scores, TrainBatch
+from learners.advantages import group_normalized_advantages
+from learners.algos.base import AlgoConfig, Algorithm, Needs
+from learners.losses import aggregate, clipped_surrogate, kl_k3, Normaliser
+
+
+class GRPOConfig(AlgoConfig):
+    name: Literal["grpo"] = "grpo"
+    group_size: int = Field(8, ge=2)
+    clip_eps: float = Field(0.2, gt=0)
+    clip_eps_high: float | None = Field(None, gt=0)  # DAPO clip-higher; None: same as clip_eps
+    kl_coef: float = Field(0.0, ge=0)
+    adv_scale: Literal["std", "none"] = "std"
+    loss_agg: Literal["token_mean", "seq_mean", "constant"] = "token_mean"
+
+
+class GRPO(Algorithm):
+    Config = GRPOConfig
+    cfg: GRPOConfig
+
+    def needs(self) -> Needs:
+        return Needs(samples_per_prompt=self.cfg.group_size, reference=self.cfg.kl_coef > 0)
+
+    def prepare(self, rollouts: Rollouts, scores: Scores, tensors: dict[str, torch.Tensor]):
+        rewards = torch.as_tensor(scores.values, dtype=torch.float32)
+        group_ids = torch.as_tensor(rollouts.group_ids)
+        advantages = group_normalized_advantages(rewards, group_ids, scale=self.cfg.adv_scale)
+        batch = TrainBatch(advantages=advantages, **tensors)
+        # Groups whose samples all got the same reward carry no signal.
+        _, inverse = torch.unique(group_ids, return_inverse=True)
+        spread = torch.zeros(int(inverse.max()) + 1).index_reduce_(0, inverse, rewards, "amax", include_self=False)
+        spread -= torch.zeros_like(spread).index_reduce_(0, inverse, rewards, "amin", include_self=False)
+        return batch, {"train/solved_none_or_all_frac": float((spread == 0).float().mean())}
+
+    def loss(self, batch: TrainBatch, logprobs: torch.Tensor, norm: Normaliser):
+        cfg = self.cfg
+        mask = batch.response_mask
+        pg, clipped = clipped_surrogate(
+            logprobs, batch.rollout_logprobs, batch.advantages,
+            clip_low=cfg.clip_eps, clip_high=cfg.clip_eps_high or cfg.clip_eps,
+        )
+        per_token = pg
+        metrics = {"loss/policy": aggregate(pg, mask, cfg.loss_agg, norm).detach(),
+                   "train/clip_frac": aggregate(clipped, mask, "token_mean", norm)}
+        if cfg.kl_coef > 0:
+            kl = kl_k3(logprobs, batch.ref_logprobs)
+            per_token = pg + cfg.kl_coef * kl
+            metrics["train/kl"] = aggregate(kl, mask, "token_mean", norm).detach()
+        return aggregate(per_token, mask, cfg.loss_agg, norm), metrics

@@ -1,0 +1,11 @@
+"""Algorithm registry: name -> class (its `Config` is the recipe's `algo` section)."""
+from learners.algos.base import Algorithm
+from learners.algos.grpo import GRPO
+
+ALGORITHMS: dict[str, type[Algorithm]] = {
+    "grpo": GRPO,
+}
+
+
+def build_algorithm(cfg) -> Algorithm:
+    return ALGORITHMS[cfg.name](cfg)

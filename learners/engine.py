@@ -1,0 +1,136 @@
+"""DeepSpeed policy engine and the mini-batch update loop. No Ray here.
+
+One `PolicyEngine` per data-parallel rank. The process group is gloo on CPU
+(DS_ACCELERATOR=cpu) and nccl on GPUs; ZeRO stage 0-3 from config.
+"""
+from __future__ import annotations
+
+import math
+import os
+from collections import defaultdict
+
+import torch
+
+from cluster.protocol import TrainBatch
+from learners.algos.base import Algorithm
+from learners.losses import Normaliser
+from learners.ops import entropy_from_logits, masked_sum, token_logprobs
+
+
+def init_distributed(rank: int, world_size: int, master_addr: str, master_port: int) -> None:
+    import deepspeed
+
+    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world_size), LOCAL_RANK="0",
+                      MASTER_ADDR=master_addr, MASTER_PORT=str(master_port))
+    backend = "nccl" if torch.cuda.is_available() else "gloo"
+    deepspeed.init_distributed(dist_backend=backend, auto_mpi_discovery=False)
+
+
+def ds_config(lr: float, zero_stage: int, grad_clip: float, weight_decay: float, dtype: str) -> dict:
+    return {
+        "train_micro_batch_size_per_gpu": 1,  # we split micro-batches ourselves
+        "gradient_accumulation_steps": 1,
+        "gradient_clipping": grad_clip,
+        "zero_optimization": {"stage": zero_stage},
+        "optimizer": {"type": "AdamW", "params": {"lr": lr, "weight_decay": weight_decay,
+                                                  "betas": [0.9, 0.999], "eps": 1e-8, "torch_adam": True}},
+        "bf16": {"enabled": dtype == "bfloat16"},
+        "fp16": {"enabled": dtype == "float16"},
+        "steps_per_print": 2**31 - 1,
+        "wall_clock_breakdown": False,
+    }
+
+
+def response_logits(model, batch: TrainBatch) -> torch.Tensor:
+    """Logits predicting each response token: [B, R, V].
+
+    Prompts are left-padded, so positions come from the attention mask; only the last R + 1
+    positions go through the LM head (`logits_to_keep`).
+    """
+    position_ids = (batch.attention_mask.cumsum(-1) - 1).clamp(min=0)
+    resp_len = batch.response_mask.shape[1]
+    out = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
+                position_ids=position_ids, use_cache=False, logits_to_keep=resp_len + 1)
+    return out.logits[:, :-1]
+
+
+def response_logprobs(model, batch: TrainBatch, temperature: float = 1.0) -> torch.Tensor:
+    """log π(response token) [B, R] for the whole micro-batch."""
+    logits = response_logits(model, batch)
+    if temperature != 1.0:
+        logits = logits / temperature
+    return token_logprobs(logits, batch.input_ids[:, batch.prompt_len:])
+
+
+def micro_batches(batch: TrainBatch, n: int) -> list[TrainBatch]:
+    bounds = torch.linspace(0, len(batch), n + 1).round().long().tolist()
+    return [batch.select(slice(a, b)) for a, b in zip(bounds, bounds[1:])]
+
+
+def num_micro_batches(shard_sizes: list[int], micro_batch_size: int) -> int:
+    """Micro-batches per rank for one optimiser step: the same count on every rank (gradient
+    collectives must line up) and never an empty micro-batch on the smallest shard."""
+    return max(1, min(math.ceil(max(shard_sizes) / micro_batch_size), min(shard_sizes)))
+
+
+class PolicyEngine:
+    """A DeepSpeed-wrapped policy on one rank and the algorithm's loss."""
+
+    def __init__(self, model, algorithm: Algorithm, config: dict, world_size: int,
+                 temperature: float = 1.0, device: str | None = None):
+        import deepspeed
+
+        self.engine, *_ = deepspeed.initialize(model=model, model_parameters=model.parameters(), config=config)
+        self.algorithm = algorithm
+        self.world_size = world_size
+        self.temperature = temperature
+        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+
+    def train_step(self, shard: TrainBatch, norm: Normaliser, n_micro: int) -> dict[str, float]:
+        """One optimiser step over this rank's shard of a mini-batch.
+
+        Each micro-batch loss is its share of the global loss (global counts in `norm`), times
+        world_size because DeepSpeed averages gradients over ranks: the summed gradient equals
+        the gradient of the unsharded loss.
+        """
+        self.engine.train()
+        sums: dict[str, float] = defaultdict(float)
+        parts = micro_batches(shard, n_micro)
+        for i, mb in enumerate(parts):
+            mb = mb.to(self.device)
+            self.engine.set_gradient_accumulation_boundary(i == len(parts) - 1)
+            logits = response_logits(self.engine, mb)
+            if self.temperature != 1.0:
+                logits = logits / self.temperature
+            logprobs = token_logprobs(logits, mb.input_ids[:, mb.prompt_len:])
+            loss, metrics = self.algorithm.loss(mb, logprobs, norm)
+            self.engine.backward(loss * self.world_size)
+            with torch.no_grad():
+                ent = entropy_from_logits(logits.detach())
+                sums["train/entropy"] += float(masked_sum(ent, mb.response_mask) / max(norm.num_tokens, 1))
+                # Training/inference mismatch: |log π_learner - log π_rollout| per token.
+                gap = (logprobs.detach() - mb.rollout_logprobs).abs()
+                sums["train/logprob_mismatch"] += float(masked_sum(gap, mb.response_mask) / max(norm.num_tokens, 1))
+            del logits
+            for k, v in metrics.items():
+                sums[k] += float(v)
+            sums["loss/total"] += float(loss.detach())
+        self.engine.step()
+        grad_norm = self.engine.get_global_grad_norm()
+        if grad_norm is not None:
+            sums["train/grad_norm"] = float(grad_norm) / self.world_size  # summed over ranks later
+        return dict(sums)
+
+    def named_weights(self) -> list[tuple[str, torch.Tensor]]:
+        """Full (gathered) weights on CPU; a collective under ZeRO-3, so every rank calls it."""
+        import deepspeed
+
+        out = []
+        zero3 = self.engine.zero_optimization_stage() == 3
+        for name, p in self.engine.module.named_parameters():
+            if zero3:
+                with deepspeed.zero.GatheredParameters([p], modifier_rank=None):
+                    out.append((name, p.detach().to("cpu", copy=True)))
+            else:
+                out.append((name, p.detach().to("cpu", copy=True)))
+        return out

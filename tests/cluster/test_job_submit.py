@@ -1,0 +1,49 @@
+"""`ray job submit -- rewardflow train ...` against a head started with `ray start --head`."""
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.cluster.test_e2e import tiny_overrides
+
+pytestmark = pytest.mark.cluster
+BIN = Path(sys.executable).parent
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def ray_head():
+    port, dash = _free_port(), _free_port()
+    env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "WANDB_MODE": "disabled"}
+    env.pop("RAY_ADDRESS", None)
+    subprocess.run([str(BIN / "ray"), "start", "--head", f"--port={port}", f"--dashboard-port={dash}",
+                    "--dashboard-host=127.0.0.1", "--num-cpus=4", "--include-dashboard=true",
+                    "--disable-usage-stats"], check=True, env=env, capture_output=True, timeout=180)
+    try:
+        yield f"http://127.0.0.1:{dash}", env
+    finally:
+        subprocess.run([str(BIN / "ray"), "stop", "--force"], env=env, capture_output=True, timeout=120)
+
+
+def test_ray_job_submit_runs_a_training_job(ray_head, tiny_model_path, tmp_path):
+    address, env = ray_head
+    out = tmp_path / "job"
+    cmd = [str(BIN / "ray"), "job", "submit", f"--address={address}", "--",
+           "rewardflow", "train", str(Path("recipes/grpo_arith.yaml").resolve()),
+           *tiny_overrides(tiny_model_path, out), "train.steps=1", "train.save_final=false"]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "succeeded" in proc.stdout.lower()
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["steps"] == 1
+    assert summary["ray_address"] not in ("local", None)

@@ -1,0 +1,27 @@
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("WANDB_MODE", "disabled")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _repo_root_cwd():
+    os.chdir(ROOT)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_path() -> str:
+    from learners.models import build_tiny_model, cache_dir
+
+    return str(build_tiny_model(cache_dir() / "tiny-llama-test"))
+
+
+@pytest.fixture(scope="session")
+def tokenizer():
+    from learners.models import ensure_tokenizer, load_tokenizer
+
+    return load_tokenizer(str(ensure_tokenizer()))
