@@ -111,6 +111,7 @@ class Controller:
         self.logger.log(0, {"eval/accuracy": acc_before})
         step_times: list[dict] = []
         metrics: dict[str, float] = {}
+        self.logger.start_progress()
         for step in range(cfg.steps):
             metrics = self.train_step(step)
             if cfg.eval_every and (step + 1) % cfg.eval_every == 0 and step + 1 < cfg.steps:

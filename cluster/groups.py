@@ -4,8 +4,11 @@ Each wrapper owns its Ray actors and hides how work is split across them.
 """
 from __future__ import annotations
 
+from dataclasses import fields
+
 import numpy as np
 import ray
+import torch
 
 from actors.learner import LearnerActor
 from actors.reference import ReferenceActor
@@ -76,8 +79,6 @@ class RewardGroup:
 
 
 def _slice(rollouts: Rollouts, lo: int, hi: int) -> Rollouts:
-    from dataclasses import fields
-
     return Rollouts(**{f.name: getattr(rollouts, f.name)[lo:hi] for f in fields(Rollouts)})
 
 
@@ -87,9 +88,7 @@ class ReferenceGroup:
         self.actors = _spawn(ReferenceActor, "reference", cfg, lambda i: (
             model_path, cfg.model.dtype, ref.micro_batch_size, cfg.rollout.temperature or 1.0, threads_for(ref)))
 
-    def logprobs(self, batch: TrainBatch) -> "torch.Tensor":
-        import torch
-
+    def logprobs(self, batch: TrainBatch) -> torch.Tensor:
         n = len(self.actors)
         return torch.cat(ray.get([a.logprobs.remote(batch.shard(i, n)) for i, a in enumerate(self.actors)]))
 
@@ -127,7 +126,7 @@ class LearnerGroup:
     def export_weights(self):
         """ObjectRef of rank 0's full state (every rank takes part in the gather)."""
         refs = [a.export_weights.remote() for a in self.actors]
-        ray.wait(refs[1:], num_returns=len(refs) - 1) if len(refs) > 1 else None
+        ray.get(refs[1:])  # the other ranks return None; this surfaces their errors
         return refs[0]
 
     def save(self, out_dir: str) -> str:

@@ -1,7 +1,6 @@
 """wandb logging (metric names `<area>/<name>`), a table of sample generations, a progress bar."""
 from __future__ import annotations
 
-import math
 import os
 import time
 from contextlib import contextmanager
@@ -40,16 +39,19 @@ class RunLogger:
         self.wandb = wandb
         self.run = wandb.init(mode=wandb_mode(cfg), project=cfg.project, name=cfg.run_name,
                               dir=out_dir, config=recipe, reinit="finish_previous")
+        self.total_steps = total_steps
         self.bar = None
-        if cfg.progress_bar:
+
+    def start_progress(self) -> None:
+        """Progress bar with ETA, started when training starts (not during start-up)."""
+        if self.cfg.progress_bar and self.bar is None:
             from tqdm import tqdm
 
-            self.bar = tqdm(total=total_steps, desc="train", unit="step", dynamic_ncols=True)
-        self.history: list[dict] = []
+            self.bar = tqdm(total=self.total_steps, desc="train", unit="step", dynamic_ncols=True)
 
     def log(self, step: int, metrics: dict[str, float]) -> None:
-        clean = {k: float(v) for k, v in metrics.items() if v is not None and math.isfinite(float(v))}
-        self.history.append({"step": step, **clean})
+        # NaN/inf are logged as they are: a diverging run must show it.
+        clean = {k: float(v) for k, v in metrics.items() if v is not None}
         self.run.log(clean, step=step)
 
     def advance(self, metrics: dict[str, float]) -> None:
