@@ -34,10 +34,14 @@ class GRPO(Algorithm):
     def needs(self) -> Needs:
         return Needs(samples_per_prompt=self.cfg.group_size, reference=self.cfg.kl_coef > 0)
 
+    def advantages(self, rewards: torch.Tensor, group_ids: torch.Tensor) -> torch.Tensor:
+        """Sequence-level advantages [N]; the one thing group-baseline variants override."""
+        return group_normalized_advantages(rewards, group_ids, scale=self.cfg.adv_scale)
+
     def prepare(self, rollouts: Rollouts, scores: Scores, tensors: dict[str, torch.Tensor]):
         rewards = torch.as_tensor(scores.values, dtype=torch.float32)
         group_ids = torch.as_tensor(rollouts.group_ids)
-        advantages = group_normalized_advantages(rewards, group_ids, scale=self.cfg.adv_scale)
+        advantages = self.advantages(rewards, group_ids)
         batch = TrainBatch(advantages=advantages, **tensors)
         # Groups whose samples all got the same reward carry no signal.
         _, inverse = torch.unique(group_ids, return_inverse=True)
