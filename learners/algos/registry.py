@@ -1,9 +1,11 @@
 """Algorithm registry: name -> class (its `Config` is the recipe's `algo` section)."""
 from learners.algos.base import Algorithm
 from learners.algos.grpo import GRPO
+from learners.algos.rloo import RLOO
 
 ALGORITHMS: dict[str, type[Algorithm]] = {
     "grpo": GRPO,
+    "rloo": RLOO,
 }
 
 
