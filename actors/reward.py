@@ -16,7 +16,8 @@ class RewardActor:
 
     @staticmethod
     def _samples(rollouts: Rollouts) -> list[Sample]:
-        return [Sample(p, r, a) for p, r, a in zip(rollouts.prompt_texts, rollouts.response_texts, rollouts.answers)]
+        return [Sample(p, r, a, len(ids)) for p, r, a, ids in
+                zip(rollouts.prompt_texts, rollouts.response_texts, rollouts.answers, rollouts.response_ids)]
 
     def score(self, rollouts: Rollouts) -> Scores:
         return score_weighted(self.terms, self._samples(rollouts), self.runner)

@@ -49,6 +49,7 @@ class Sample:
     prompt: str
     response: str
     answer: str = ""
+    num_tokens: int = 0  # response length in tokens
 
 
 class RewardConfig(BaseModel):

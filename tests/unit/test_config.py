@@ -27,7 +27,7 @@ def test_config_is_frozen():
     ("learner.zero_stage=4", "learner.zero_stage: Input should be less than or equal to 3 (got 4)"),
     ("rolout.num_workers=2", "rolout: unknown key"),
     ("algo.name=ppx", "algo: unknown algorithm 'ppx'; known: grpo"),
-    ("rewards.0.name=nope", "rewards.0.name: unknown reward 'nope'; known: answer_format, math_correct"),
+    ("rewards.0.name=nope", "rewards.0.name: unknown reward 'nope'; known: answer_format, math_correct, overlong"),
     ("train.steps=many", "train.steps: Input should be a valid integer, unable to parse string as an integer (got 'many')"),
     ("rewards.7.weight=1", "rewards.7.weight: '7' is not an index of a list of 2"),
     ("algo.lr", "override 'algo.lr' is not key=value"),
