@@ -15,6 +15,10 @@ import torch
 from cluster.protocol import Prompts, Rollouts, SamplingSpec
 
 
+# Fixed token ids for the functional weight checksum (any ids below the vocabulary size).
+PROBE_IDS = [1 + 97 * i % 1000 for i in range(33)]
+
+
 class WeightReloadExtension:
     """Mixed into vLLM's worker class (`worker_extension_cls`). Method names carry an `rf_`
     prefix so they never clash with the worker's own (`update_weights`, `reload_weights`, ...)."""
@@ -23,10 +27,14 @@ class WeightReloadExtension:
         # CPU kernels repack linear weights at start-up, so `model.load_weights` is wrong after
         # it; the runner's in-place reload re-runs the loader's post-processing.
         self.model_runner.reload_weights(weights_iterator=iter(named_tensors))
-
-    def rf_checksum(self) -> float:
+        # A tied LM head gets no checkpoint tensor of its own, so the reload skips its
+        # post-processing and the CPU backend keeps computing logits from its old packed copy
+        # of the embedding. Re-pack it from the (shared, now updated) weight.
         model = self.model_runner.get_model()
-        return float(sum(p.detach().double().sum().item() for p in model.parameters()))
+        head = getattr(model, "lm_head", None)
+        embed = getattr(getattr(model, "model", None), "embed_tokens", None)
+        if head is not None and embed is not None and head.weight is embed.weight:
+            head.quant_method.process_weights_after_loading(head)
 
 
 def configure_vllm_env(kv_cache_gib: float) -> None:
@@ -94,8 +102,18 @@ class RolloutActor:
         self.version = version
         return time.perf_counter() - started
 
-    def checksum(self) -> float:
-        return self.llm.collective_rpc("rf_checksum")[0]
+    def checksum(self, probe_ids: list[int] = PROBE_IDS) -> float:
+        """Functional checksum of the weights in use: Σ log p(probe token | earlier probe tokens).
+
+        A sum over parameters would miss most weights here: the CPU backend repacks linear layers
+        into kernel-private buffers. Any learner can compute the same number (`probe_logprob_sum`).
+        """
+        from vllm import SamplingParams
+        from vllm.inputs import TokensPrompt
+
+        out = self.llm.generate([TokensPrompt(prompt_token_ids=list(probe_ids))],
+                                SamplingParams(max_tokens=1, prompt_logprobs=0, temperature=0.0), use_tqdm=False)
+        return float(sum(lp[t].logprob for lp, t in zip(out[0].prompt_logprobs[1:], probe_ids[1:])))
 
     def get_version(self) -> int:
         return self.version

@@ -62,6 +62,14 @@ def response_logprobs(model, batch: TrainBatch, temperature: float = 1.0) -> tor
     return token_logprobs(logits, batch.input_ids[:, batch.prompt_len:])
 
 
+@torch.no_grad()
+def probe_logprob_sum(model, probe_ids: list[int]) -> float:
+    """Σ log p(probe_ids[t] | probe_ids[:t]) for t >= 1: the rollout actor's weight checksum."""
+    ids = torch.tensor([probe_ids], device=next(model.parameters()).device)
+    logits = model(input_ids=ids, use_cache=False).logits[:, :-1]
+    return float(token_logprobs(logits, ids[:, 1:]).double().sum())
+
+
 def micro_batches(batch: TrainBatch, n: int) -> list[TrainBatch]:
     bounds = torch.linspace(0, len(batch), n + 1).round().long().tolist()
     return [batch.select(slice(a, b)) for a, b in zip(bounds, bounds[1:])]

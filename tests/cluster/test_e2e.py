@@ -3,10 +3,11 @@ import json
 import math
 
 import pytest
-import torch
-from safetensors.torch import load_file
 
+from actors.rollout import PROBE_IDS
 from cluster.config import load_recipe
+from learners.engine import probe_logprob_sum
+from learners.models import load_policy
 
 pytestmark = pytest.mark.cluster
 
@@ -32,10 +33,11 @@ def test_two_grpo_steps_sync_weights_and_log_finite_metrics(tiny_model_path, tmp
     assert summary["steps"] == 2
     start, end = summary["rollout_checksums"]["start"], summary["rollout_checksums"]["end"]
     assert start != end, "rollout weights did not change after sync"
-    # The rollout engine holds exactly the weights the learner saved.
-    saved = load_file(f"{summary['final_checkpoint']}/model.safetensors")
-    saved_sum = sum(t.double().sum().item() for name, t in saved.items() if name != "lm_head.weight")
-    assert end[0] == pytest.approx(saved_sum, rel=1e-6)
+    # The rollout engine computes with exactly the weights the learner saved: the same
+    # probe logprobs from vLLM and from the saved checkpoint in transformers.
+    saved = load_policy(summary["final_checkpoint"])
+    assert end[0] == pytest.approx(probe_logprob_sum(saved, PROBE_IDS), rel=1e-4)
+    assert start[0] == pytest.approx(probe_logprob_sum(load_policy(tiny_model_path), PROBE_IDS), rel=1e-4)
 
     metrics = summary["final_metrics"]
     for key in ("reward/total", "reward/answer_format", "loss/policy", "train/kl", "train/entropy",

@@ -21,10 +21,13 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def ray_head():
     port, dash = _free_port(), _free_port()
-    env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "WANDB_MODE": "disabled"}
+    # A loopback-only test head: token auth off for head and clients alike, whatever an earlier
+    # in-process ray.init left in this process's environment.
+    env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "WANDB_MODE": "disabled",
+           "RAY_AUTH_MODE": "disabled"}
     env.pop("RAY_ADDRESS", None)
     subprocess.run([str(BIN / "ray"), "start", "--head", f"--port={port}", f"--dashboard-port={dash}",
                     "--dashboard-host=127.0.0.1", "--num-cpus=4", "--include-dashboard=true",
@@ -36,14 +39,32 @@ def ray_head():
 
 
 def test_ray_job_submit_runs_a_training_job(ray_head, tiny_model_path, tmp_path):
+    """The job also trains on a user prompt file (JSONL), so that loader runs on the real stack."""
     address, env = ray_head
     out = tmp_path / "job"
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text("\n".join(json.dumps({"question": f"What is {i} + {i}?", "answer": str(2 * i)})
+                                 for i in range(12)))
     cmd = [str(BIN / "ray"), "job", "submit", f"--address={address}", "--",
            "rewardflow", "train", str(Path("recipes/grpo_arith.yaml").resolve()),
-           *tiny_overrides(tiny_model_path, out), "train.steps=1", "train.save_final=false"]
+           *tiny_overrides(tiny_model_path, out), "train.steps=1", "train.save_final=false",
+           "task.kind=file", f"task.file={{path: {prompts}, prompt_column: question, eval_size: 4}}"]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "succeeded" in proc.stdout.lower()
     summary = json.loads((out / "summary.json").read_text())
     assert summary["steps"] == 1
     assert summary["ray_address"] not in ("local", None)
+    assert summary["recipe"]["task"]["file"]["path"] == str(prompts)
+    assert summary["final_metrics"]["rollout/response_len"] > 0
+
+
+def test_rewardflow_submit_follows_the_job_to_success(ray_head, tiny_model_path, tmp_path):
+    address, env = ray_head
+    out = tmp_path / "submitted"
+    cmd = [str(BIN / "rewardflow"), "submit", "recipes/grpo_arith.yaml", "--address", address,
+           *tiny_overrides(tiny_model_path, out), "train.steps=1", "train.save_final=false"]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert proc.stdout.strip().splitlines()[-1].endswith("SUCCEEDED")
+    assert json.loads((out / "summary.json").read_text())["steps"] == 1
