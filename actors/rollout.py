@@ -54,6 +54,8 @@ class RolloutActor:
         self.llm = LLM(
             model=model_path, dtype=dtype if on_gpu or dtype == "float32" else "bfloat16",
             max_model_len=max_model_len, seed=seed, enforce_eager=True,
+            # Logprobs after temperature, as the learner computes them (logits / T).
+            logprobs_mode="processed_logprobs",
             gpu_memory_utilization=gpu_memory_utilization,
             worker_extension_cls=f"{__name__}.WeightReloadExtension",
         )

@@ -39,11 +39,18 @@ class ModelConfig(Section):
 
 
 class ArithmeticConfig(Section):
-    ops: list[Literal["+", "-", "*"]] = ["+"]
+    ops: list[Literal["+", "-", "*"]] = Field(["+"], min_length=1)
     digits: int = Field(1, ge=1, le=6)
     train_size: int = Field(2000, ge=1)
     eval_size: int = Field(100, ge=1)
     seed: int = 0
+
+    @field_validator("ops")
+    @classmethod
+    def _distinct(cls, ops: list[str]) -> list[str]:
+        if len(set(ops)) != len(ops):
+            raise ValueError(f"operators must be distinct, got {ops}")
+        return ops
 
 
 class FileTaskConfig(Section):
@@ -95,7 +102,9 @@ class RewardTermConfig(Section):
 class RolloutConfig(RoleConfig):
     max_new_tokens: int = Field(64, ge=1)
     max_prompt_len: int = Field(256, ge=1)
-    temperature: float = Field(1.0, ge=0)
+    # Training samples several responses per prompt, so greedy (0) is not allowed here.
+    temperature: float = Field(1.0, gt=0)
+    # < 1 truncates the sampling distribution, which the learner's logprobs do not model.
     top_p: float = Field(1.0, gt=0, le=1)
     kv_cache_gib: float = Field(1.0, gt=0)
     gpu_memory_utilization: float = Field(0.4, gt=0, le=1)
@@ -144,7 +153,7 @@ class ClusterConfig(Section):
     address: str | None = None
     # Logical CPUs of a new local cluster; None: max(cores, what the recipe asks for), since the
     # synchronous loop's phases take turns on the same cores.
-    num_cpus: float | None = None
+    num_cpus: float | None = Field(None, gt=0)
     placement_strategy: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = "PACK"
 
 
@@ -160,6 +169,19 @@ class RecipeConfig(Section):
     train: TrainConfig = TrainConfig()
     logging: LoggingConfig = LoggingConfig()
     cluster: ClusterConfig = ClusterConfig()
+
+    @model_validator(mode="after")
+    def _consistent(self):
+        names = [t.name for t in self.rewards]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"rewards: {', '.join(dup)} listed twice; each term needs a distinct reward")
+        samples = self.train.prompts_per_step * ALGORITHMS[self.algo.name](self.algo).needs().samples_per_prompt
+        ranks = self.learner.num_workers * self.algo.mini_batches
+        if samples < ranks:
+            raise ValueError(f"train.prompts_per_step: {samples} samples per step cannot feed "
+                             f"{self.learner.num_workers} learner ranks x {self.algo.mini_batches} mini-batches")
+        return self
 
     @field_validator("algo", mode="before")
     @classmethod
@@ -204,7 +226,7 @@ def _format_error(err: ValidationError) -> str:
         msg = "unknown key"
     got = first.get("input")
     shown = "" if first["type"] in ("extra_forbidden", "missing") or isinstance(got, dict) else f" (got {got!r})"
-    return f"{loc}: {msg}{shown}"
+    return f"{loc}: {msg}{shown}" if loc else msg
 
 
 def parse_overrides(items: list[str]) -> list[tuple[str, Any]]:

@@ -86,6 +86,7 @@ class Controller:
             if self.needs.reference:
                 self.reference_forward(tensors)
         batch, prep_metrics = self.algorithm.prepare(rollouts, scores, tensors)
+        trained_version = self.version
         with timer.phase("update"):
             train_metrics = self.update(batch)
         with timer.phase("weight_sync"):
@@ -96,7 +97,7 @@ class Controller:
         if step % max(1, self.cfg.train.steps // 4) == 0:
             self.logger.samples_table(step, rollouts, scores)
         return {
-            **rollout_metrics(rollouts, scores, self.version),
+            **rollout_metrics(rollouts, scores, trained_version),
             **prep_metrics, **train_metrics, **timer.times,
             "timing/step": step_s,
             "timing/other": step_s - sum(timer.times.values()),

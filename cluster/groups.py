@@ -30,6 +30,21 @@ def _spawn(cls, name: str, cfg: RecipeConfig, args_for, env: dict | None = None)
     ]
 
 
+def get_all(refs: list, actors: list) -> list:
+    """ray.get that fails fast: when one rank raises, the others may be blocked in a collective
+    waiting for it, so kill them all instead of waiting for the process-group timeout."""
+    pending = list(refs)
+    while pending:
+        done, pending = ray.wait(pending, num_returns=1)
+        try:
+            ray.get(done[0])
+        except Exception:
+            for a in actors:
+                ray.kill(a)
+            raise
+    return ray.get(refs)
+
+
 def _split(n: int, parts: int) -> list[tuple[int, int]]:
     bounds = np.linspace(0, n, parts + 1).round().astype(int)
     return [(a, b) for a, b in zip(bounds, bounds[1:]) if b > a]
@@ -86,7 +101,7 @@ class ReferenceGroup:
     def __init__(self, cfg: RecipeConfig, model_path: str):
         ref = cfg.reference
         self.actors = _spawn(ReferenceActor, "reference", cfg, lambda i: (
-            model_path, cfg.model.dtype, ref.micro_batch_size, cfg.rollout.temperature or 1.0, threads_for(ref)))
+            model_path, cfg.model.dtype, ref.micro_batch_size, cfg.rollout.temperature, threads_for(ref)))
 
     def logprobs(self, batch: TrainBatch) -> torch.Tensor:
         n = len(self.actors)
@@ -98,11 +113,11 @@ class LearnerGroup:
         lc = cfg.learner
         world = lc.num_workers
         self.actors = _spawn(LearnerActor, "learner", cfg, lambda i: (
-            i, world, model_path, lc, cfg.algo, cfg.model.dtype, cfg.rollout.temperature or 1.0,
+            i, world, model_path, lc, cfg.algo, cfg.model.dtype, cfg.rollout.temperature,
             cfg.train.seed, threads_for(lc)))
         self.micro_batch_size = lc.micro_batch_size
         addr, port = ray.get(self.actors[0].address.remote())
-        self.setup_s = max(ray.get([a.setup.remote(addr, port) for a in self.actors]))
+        self.setup_s = max(get_all([a.setup.remote(addr, port) for a in self.actors], self.actors))
 
     @property
     def world_size(self) -> int:
@@ -110,24 +125,22 @@ class LearnerGroup:
 
     def update(self, batch: TrainBatch, algorithm, max_new_tokens: int) -> dict[str, float]:
         """Split the step's batch into mini-batches, shard each across ranks, run all steps."""
-        world = self.world_size
-        if len(batch) < world * algorithm.cfg.mini_batches:
-            raise ValueError(f"batch of {len(batch)} samples cannot feed {world} learner ranks x "
-                             f"{algorithm.cfg.mini_batches} mini-batches")
+        world = self.world_size  # enough samples for every rank: checked by RecipeConfig
         k = algorithm.cfg.mini_batches
         minis = [batch.shard(j, k) for j in range(k)]
         norms = [algorithm.normaliser(m, max_new_tokens) for m in minis]
         shards = [[m.shard(r, world) for m in minis] for r in range(world)]
         n_micro = [num_micro_batches([len(s[j]) for s in shards], self.micro_batch_size) for j in range(k)]
-        results = ray.get([a.update.remote(shards[r], norms, n_micro) for r, a in enumerate(self.actors)])
+        results = get_all([a.update.remote(shards[r], norms, n_micro) for r, a in enumerate(self.actors)],
+                          self.actors)
         # Per-rank values are shares of global quantities: sum over ranks.
         return {k: sum(r[k] for r in results) for k in results[0]}
 
     def export_weights(self):
         """ObjectRef of rank 0's full state (every rank takes part in the gather)."""
         refs = [a.export_weights.remote() for a in self.actors]
-        ray.get(refs[1:])  # the other ranks return None; this surfaces their errors
+        get_all(refs[1:], self.actors)  # the other ranks return None; this surfaces their errors
         return refs[0]
 
     def save(self, out_dir: str) -> str:
-        return ray.get([a.save.remote(out_dir) for a in self.actors])[0]
+        return get_all([a.save.remote(out_dir) for a in self.actors], self.actors)[0]

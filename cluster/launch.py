@@ -48,8 +48,9 @@ def train(cfg: RecipeConfig) -> dict:
     needs = algorithm.needs()
     roles_used = [r for r in ROLES if r != "reference" or needs.reference]
     address = start_ray(cfg, roles_used)
-    logger = RunLogger(cfg.logging, dump_recipe(cfg), str(out_dir), cfg.train.steps)
+    logger = None
     try:
+        logger = RunLogger(cfg.logging, dump_recipe(cfg), str(out_dir), cfg.train.steps)
         roles = build_roles(cfg, model_path, needs)
         startup_s = time.perf_counter() - started
         controller = Controller(cfg, roles, algorithm, train_prompts, eval_prompts,
@@ -63,5 +64,6 @@ def train(cfg: RecipeConfig) -> dict:
         summary["summary_path"] = str(write_summary(str(out_dir), summary))
         return summary
     finally:
-        logger.close()
+        if logger is not None:
+            logger.close()
         ray.shutdown()

@@ -44,8 +44,17 @@ def place_role(name: str, role: RoleConfig, strategy: str) -> RolePlacement:
     bundle = {k: v for k, v in (("CPU", role.num_cpus), ("GPU", role.num_gpus)) if v > 0}
     if not bundle:  # Ray rejects empty bundles; a zero-resource worker needs no reservation
         return RolePlacement([dict(base) for _ in range(role.num_workers)])
+    total = ray.cluster_resources()
+    for res, amount in bundle.items():
+        if amount * role.num_workers > total.get(res, 0):
+            raise RuntimeError(f"{name}: {role.num_workers} workers x {amount:g} {res} exceed the cluster's "
+                               f"{total.get(res, 0):g} {res}; lower {name}.num_workers or {name}.num_{res.lower()}s")
     pg = placement_group([bundle] * role.num_workers, strategy=strategy, name=f"rewardflow-{name}")
-    ray.get(pg.ready(), timeout=300)
+    try:
+        ray.get(pg.ready(), timeout=300)
+    except ray.exceptions.GetTimeoutError:
+        raise RuntimeError(f"{name}: placement group {[bundle] * role.num_workers} ({strategy}) not placed "
+                           f"within 300 s; free resources: {ray.available_resources()}") from None
     return RolePlacement([
         {**base, "scheduling_strategy": PlacementGroupSchedulingStrategy(pg, placement_group_bundle_index=i)}
         for i in range(role.num_workers)

@@ -7,11 +7,11 @@ RECIPE = "recipes/grpo_arith.yaml"
 
 def test_recipe_loads_and_overrides_apply():
     cfg = load_recipe(RECIPE, ["algo.lr=1e-6", "algo.clip_eps=0.28", "learner.num_workers=2",
-                               "rewards.1.weight=0.5", "task.arithmetic.ops=['+','*']"])
+                               "rewards.0.weight=0.5", "task.arithmetic.ops=['+','*']"])
     assert cfg.algo.lr == 1e-6
     assert cfg.algo.clip_eps == 0.28
     assert cfg.learner.num_workers == 2
-    assert cfg.rewards[1].weight == 0.5
+    assert cfg.rewards[0].weight == 0.5
     assert cfg.task.arithmetic.ops == ["+", "*"]
 
 
@@ -29,12 +29,20 @@ def test_config_is_frozen():
     ("algo.name=ppx", "algo: unknown algorithm 'ppx'; known: grpo"),
     ("rewards.0.name=nope", "rewards.0.name: unknown reward 'nope'; known: answer_format, math_correct, overlong"),
     ("train.steps=many", "train.steps: Input should be a valid integer, unable to parse string as an integer (got 'many')"),
-    ("rewards.7.weight=1", "rewards.7.weight: '7' is not an index of a list of 2"),
+    ("rewards.7.weight=1", "rewards.7.weight: '7' is not an index of a list of 1"),
     ("algo.lr", "override 'algo.lr' is not key=value"),
+    ("rollout.temperature=0", "rollout.temperature: Input should be greater than 0 (got 0)"),
+    ("task.arithmetic.ops=[]", "task.arithmetic.ops: List should have at least 1 item after validation, not 0"),
+    ("task.arithmetic.ops=['+','+']", "task.arithmetic.ops: operators must be distinct, got ['+', '+']"),
+    ("cluster.num_cpus=-2", "cluster.num_cpus: Input should be greater than 0 (got -2)"),
+    ("rewards=[{name: math_correct}, {name: math_correct, weight: 2}]",
+     "rewards: math_correct listed twice; each term needs a distinct reward"),
+    ("train.prompts_per_step=1", "train.prompts_per_step: 8 samples per step cannot feed 4 learner ranks x 4 mini-batches"),
 ])
 def test_bad_values_give_one_line_naming_the_key(override, message):
+    extra = ["learner.num_workers=4", "algo.mini_batches=4"] if override.startswith("train.prompts") else []
     with pytest.raises(ConfigError) as err:
-        load_recipe(RECIPE, [override])
+        load_recipe(RECIPE, [override, *extra])
     text = str(err.value)
     assert "\n" not in text
     assert text.startswith(message)
@@ -54,5 +62,5 @@ def test_missing_recipe_and_bad_yaml(tmp_path):
 
 
 def test_reward_args_are_validated_by_the_reward_config():
-    with pytest.raises(ConfigError, match=r"rewards.1.args.pattern: not a valid regular expression"):
-        load_recipe(RECIPE, ["rewards.1.args={pattern: '('}"])
+    with pytest.raises(ConfigError, match=r"rewards.0.args.pattern: not a valid regular expression"):
+        load_recipe(RECIPE, ["rewards=[{name: answer_format, args: {pattern: '('}}]"])
