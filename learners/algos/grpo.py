@@ -45,8 +45,9 @@ class GRPO(Algorithm):
         batch = TrainBatch(advantages=advantages, **tensors)
         # Groups whose samples all got the same reward carry no signal.
         _, inverse = torch.unique(group_ids, return_inverse=True)
-        spread = torch.zeros(int(inverse.max()) + 1).index_reduce_(0, inverse, rewards, "amax", include_self=False)
-        spread -= torch.zeros_like(spread).index_reduce_(0, inverse, rewards, "amin", include_self=False)
+        empty = torch.zeros(int(inverse.max()) + 1)
+        spread = (empty.scatter_reduce(0, inverse, rewards, "amax", include_self=False)
+                  - empty.scatter_reduce(0, inverse, rewards, "amin", include_self=False))
         return batch, {"train/solved_none_or_all_frac": float((spread == 0).float().mean())}
 
     def loss(self, batch: TrainBatch, logprobs: torch.Tensor, norm: Normaliser):

@@ -1,0 +1,35 @@
+import numpy as np
+import torch
+from torch.testing import assert_close
+
+from cluster.protocol import Rollouts, Scores, TrainBatch
+from learners.algos.grpo import GRPO, GRPOConfig
+from learners.losses import Normaliser
+
+
+def test_prepare_builds_group_advantages_and_counts_flat_groups():
+    rollouts = Rollouts(prompt_ids=[], response_ids=[], rollout_logprobs=[], response_texts=[],
+                        finish_reasons=[], group_ids=np.array([0, 0, 1, 1]), policy_versions=np.zeros(4),
+                        prompt_texts=[], answers=[])
+    tensors = {"input_ids": torch.zeros(4, 3, dtype=torch.long), "attention_mask": torch.ones(4, 3, dtype=torch.long),
+               "response_mask": torch.ones(4, 2), "rollout_logprobs": torch.zeros(4, 2)}
+    batch, metrics = GRPO(GRPOConfig(adv_scale="none")).prepare(rollouts, Scores(np.array([1.0, 0, 1, 1]), {}, [None] * 4), tensors)
+    # group 0: [1, 0] - .5 = [.5, -.5]; group 1: [1, 1] - 1 = [0, 0] (all solved: no signal)
+    assert_close(batch.advantages, torch.tensor([0.5, -0.5, 0.0, 0.0]))
+    assert metrics == {"train/solved_none_or_all_frac": 0.5}
+
+
+def test_loss_with_kl_by_hand():
+    # one sequence, two tokens, on-policy (ρ = 1), A = 2, kl_coef .5, ref logprob = logp + ln 2
+    #   policy term per token: -min(1·2, 1·2) = -2;  k3 = 2 - ln 2 - 1 = .306853
+    #   token_mean over 2 tokens: (-2 + .5·.306853) = -1.846574
+    import math
+
+    batch = TrainBatch(input_ids=torch.zeros(1, 3, dtype=torch.long), attention_mask=torch.ones(1, 3, dtype=torch.long),
+                       response_mask=torch.ones(1, 2), rollout_logprobs=torch.tensor([[-1.0, -2.0]]),
+                       advantages=torch.tensor([2.0]), ref_logprobs=torch.tensor([[-1.0, -2.0]]) + math.log(2))
+    loss, metrics = GRPO(GRPOConfig(kl_coef=0.5)).loss(batch, torch.tensor([[-1.0, -2.0]]), Normaliser(2, 1))
+    k3 = 2 - math.log(2) - 1
+    assert_close(loss, torch.tensor(-2 + 0.5 * k3))
+    assert_close(metrics["train/kl"], torch.tensor(k3))
+    assert_close(metrics["loss/policy"], torch.tensor(-2.0))
