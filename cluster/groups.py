@@ -22,11 +22,11 @@ from learners.engine import num_micro_batches
 
 def _spawn(cls, name: str, cfg: RecipeConfig, args_for, env: dict | None = None) -> list:
     role = getattr(cfg, name)
-    placement = place_role(name, role, cfg.cluster.placement_strategy)
+    options = place_role(name, role, cfg.cluster.placement_strategy)
     remote_cls = ray.remote(cls)
     return [
         remote_cls.options(**opts, runtime_env=worker_env(role, env), name=None).remote(*args_for(i))
-        for i, opts in enumerate(placement.options)
+        for i, opts in enumerate(options)
     ]
 
 
@@ -101,7 +101,7 @@ class ReferenceGroup:
     def __init__(self, cfg: RecipeConfig, model_path: str):
         ref = cfg.reference
         self.actors = _spawn(ReferenceActor, "reference", cfg, lambda i: (
-            model_path, cfg.model.dtype, ref.micro_batch_size, cfg.rollout.temperature, threads_for(ref)))
+            model_path, cfg.model.dtype, ref.micro_batch_size, cfg.rollout.temperature, threads_for()))
 
     def logprobs(self, batch: TrainBatch) -> torch.Tensor:
         n = len(self.actors)
@@ -114,7 +114,7 @@ class LearnerGroup:
         world = lc.num_workers
         self.actors = _spawn(LearnerActor, "learner", cfg, lambda i: (
             i, world, model_path, lc, cfg.algo, cfg.model.dtype, cfg.rollout.temperature,
-            cfg.train.seed, threads_for(lc)))
+            cfg.train.seed, threads_for()))
         self.micro_batch_size = lc.micro_batch_size
         addr, port = ray.get(self.actors[0].address.remote())
         self.setup_s = max(get_all([a.setup.remote(addr, port) for a in self.actors], self.actors))

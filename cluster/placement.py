@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass
 
 import ray
 from ray.util.placement_group import placement_group
@@ -31,19 +30,12 @@ def start_ray(cfg: RecipeConfig, roles: list[str]) -> str:
     return "local"
 
 
-@dataclass
-class RolePlacement:
-    """How to schedule each worker of one role; `None` strategy = ordinary scheduling."""
-
-    options: list[dict]
-
-
-def place_role(name: str, role: RoleConfig, strategy: str) -> RolePlacement:
-    """One placement group per role, one bundle per worker; workers get their bundle's resources."""
+def place_role(name: str, role: RoleConfig, strategy: str) -> list[dict]:
+    """One placement group per role, one bundle per worker; returns each worker's actor options."""
     base = {"num_cpus": role.num_cpus, "num_gpus": role.num_gpus}
     bundle = {k: v for k, v in (("CPU", role.num_cpus), ("GPU", role.num_gpus)) if v > 0}
     if not bundle:  # Ray rejects empty bundles; a zero-resource worker needs no reservation
-        return RolePlacement([dict(base) for _ in range(role.num_workers)])
+        return [dict(base) for _ in range(role.num_workers)]
     total = ray.cluster_resources()
     for res, amount in bundle.items():
         if amount * role.num_workers > total.get(res, 0):
@@ -55,10 +47,10 @@ def place_role(name: str, role: RoleConfig, strategy: str) -> RolePlacement:
     except ray.exceptions.GetTimeoutError:
         raise RuntimeError(f"{name}: placement group {[bundle] * role.num_workers} ({strategy}) not placed "
                            f"within 300 s; free resources: {ray.available_resources()}") from None
-    return RolePlacement([
+    return [
         {**base, "scheduling_strategy": PlacementGroupSchedulingStrategy(pg, placement_group_bundle_index=i)}
         for i in range(role.num_workers)
-    ])
+    ]
 
 
 def worker_env(role: RoleConfig, extra: dict[str, str] | None = None) -> dict:
@@ -66,11 +58,11 @@ def worker_env(role: RoleConfig, extra: dict[str, str] | None = None) -> dict:
     if role.num_gpus == 0:
         env["DS_ACCELERATOR"] = "cpu"
         env["CUDA_VISIBLE_DEVICES"] = ""
-    env.setdefault("OMP_NUM_THREADS", str(threads_for(role)))
+    env.setdefault("OMP_NUM_THREADS", str(threads_for()))
     return {"env_vars": env}
 
 
-def threads_for(role: RoleConfig) -> int:
+def threads_for() -> int:
     """Threads a worker may use: the synchronous loop's phases take turns, so each phase may use
     every core of its node rather than only its logical CPU share."""
     return max(1, os.cpu_count() or 1)

@@ -41,7 +41,7 @@ def ds_config(lr: float, zero_stage: int, grad_clip: float, weight_decay: float,
     }
 
 
-def response_logits(model, batch: TrainBatch) -> torch.Tensor:
+def response_logits(model, batch: TrainBatch, temperature: float = 1.0) -> torch.Tensor:
     """Logits predicting each response token: [B, R, V].
 
     Prompts are left-padded, so positions come from the attention mask; only the last R + 1
@@ -51,14 +51,13 @@ def response_logits(model, batch: TrainBatch) -> torch.Tensor:
     resp_len = batch.response_mask.shape[1]
     out = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
                 position_ids=position_ids, use_cache=False, logits_to_keep=resp_len + 1)
-    return out.logits[:, :-1]
+    logits = out.logits[:, :-1]
+    return logits / temperature if temperature != 1.0 else logits
 
 
 def response_logprobs(model, batch: TrainBatch, temperature: float = 1.0) -> torch.Tensor:
     """log π(response token) [B, R] for the whole micro-batch."""
-    logits = response_logits(model, batch)
-    if temperature != 1.0:
-        logits = logits / temperature
+    logits = response_logits(model, batch, temperature)
     return token_logprobs(logits, batch.input_ids[:, batch.prompt_len:])
 
 
@@ -107,9 +106,7 @@ class PolicyEngine:
         for i, mb in enumerate(parts):
             mb = mb.to(self.device)
             self.engine.set_gradient_accumulation_boundary(i == len(parts) - 1)
-            logits = response_logits(self.engine, mb)
-            if self.temperature != 1.0:
-                logits = logits / self.temperature
+            logits = response_logits(self.engine, mb, self.temperature)
             logprobs = token_logprobs(logits, mb.input_ids[:, mb.prompt_len:])
             loss, metrics = self.algorithm.loss(mb, logprobs, norm)
             self.engine.backward(loss * self.world_size)
