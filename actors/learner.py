@@ -35,21 +35,33 @@ class LearnerActor:
 
     def setup(self, master_addr: str, master_port: int) -> float:
         """Join the process group and build the DeepSpeed engine (a collective: all ranks at once)."""
-        from learners.algos.registry import build_algorithm
-        from learners.engine import PolicyEngine, ds_config, init_distributed
-        from learners.models import load_policy
+        from learners.engine import ds_config, init_distributed
 
         started = time.perf_counter()
         torch.manual_seed(self.seed)
         init_distributed(self.rank, self.world_size, master_addr, master_port)
         cfg = self.learner_cfg
-        model = load_policy(self.model_path, self.dtype)
+        model = self.load_model()
         if cfg.gradient_checkpointing:
             model.gradient_checkpointing_enable()
-        config = ds_config(self.algo_cfg.lr, cfg.zero_stage, cfg.grad_clip, cfg.weight_decay, self.dtype)
-        self.engine = PolicyEngine(model, build_algorithm(self.algo_cfg), config, self.world_size,
-                                   self.temperature)
+        config = ds_config(self.learning_rate(), cfg.zero_stage, cfg.grad_clip, cfg.weight_decay, self.dtype)
+        self.engine = self.build_engine(model, config)
         return time.perf_counter() - started
+
+    # -- what the critic role overrides -----------------------------------------------------
+    def load_model(self):
+        from learners.models import load_policy
+
+        return load_policy(self.model_path, self.dtype)
+
+    def learning_rate(self) -> float:
+        return self.algo_cfg.lr
+
+    def build_engine(self, model, config: dict):
+        from learners.algos.registry import build_algorithm
+        from learners.engine import PolicyEngine
+
+        return PolicyEngine(model, build_algorithm(self.algo_cfg), config, self.world_size, self.temperature)
 
     def update(self, shards: list[TrainBatch], norms: list[Normaliser], n_micro: list[int]) -> dict[str, float]:
         """All optimiser steps of one training step: epochs x mini-batches, this rank's shards."""

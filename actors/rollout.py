@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import time
+from dataclasses import fields, replace
 
 import numpy as np
 import torch
@@ -37,6 +38,10 @@ class WeightReloadExtension:
             head.quant_method.process_weights_after_loading(head)
 
 
+def _take(column, order: np.ndarray):
+    return column[order] if isinstance(column, np.ndarray) else [column[i] for i in order]
+
+
 def configure_vllm_env(kv_cache_gib: float) -> None:
     os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
     os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
@@ -45,7 +50,8 @@ def configure_vllm_env(kv_cache_gib: float) -> None:
 
 class RolloutActor:
     def __init__(self, model_path: str, max_model_len: int, kv_cache_gib: float = 1.0,
-                 gpu_memory_utilization: float = 0.4, dtype: str = "float32", seed: int = 0):
+                 gpu_memory_utilization: float = 0.4, dtype: str = "float32", seed: int = 0,
+                 reference_path: str | None = None):
         configure_vllm_env(kv_cache_gib)
         from vllm import LLM
 
@@ -59,10 +65,47 @@ class RolloutActor:
             gpu_memory_utilization=gpu_memory_utilization,
             worker_extension_cls=f"{__name__}.WeightReloadExtension",
         )
+        # Mixture sampling (Nash-MD, IPO-MD) steps a transformers copy of the policy together with
+        # the frozen reference; the copy follows every weight reload.
+        self.mixer = None
+        if reference_path is not None:
+            from learners.models import load_policy
+
+            self.mixer = (load_policy(model_path, dtype).eval(), load_policy(reference_path, dtype).eval())
+            self.generator = torch.Generator().manual_seed(seed)
         self.start_s = time.perf_counter() - started
         self.version = 0
 
     def generate(self, prompts: Prompts, spec: SamplingSpec) -> Rollouts:
+        """`spec.n` samples per prompt from the policy; with `spec.mixture_coef` set, one from the
+        policy then one from the geometric policy/reference mixture per prompt, in that order."""
+        if spec.mixture_coef is None:
+            return self._generate_policy(prompts, spec)
+        policy = self._generate_policy(prompts, replace(spec, n=1))
+        mixture = self._generate_mixture(prompts, spec)
+        order = np.stack([np.arange(len(prompts)), len(prompts) + np.arange(len(prompts))], 1).reshape(-1)
+        both = Rollouts.concat([policy, mixture], [0, 0])
+        return Rollouts(**{f.name: _take(getattr(both, f.name), order) for f in fields(Rollouts)})
+
+    def _generate_mixture(self, prompts: Prompts, spec: SamplingSpec) -> Rollouts:
+        from learners.sampling import sample_geometric_mixture
+
+        tok = self.llm.get_tokenizer()
+        out = sample_geometric_mixture(
+            *self.mixer, [ids.tolist() for ids in prompts.token_ids], spec.mixture_coef, spec.max_new_tokens,
+            spec.temperature, {tok.eos_token_id}, tok.pad_token_id or tok.eos_token_id, self.generator)
+        n = len(prompts)
+        return Rollouts(
+            prompt_ids=list(prompts.token_ids),
+            response_ids=[np.asarray(t, dtype=np.int64) for t in out.token_ids],
+            rollout_logprobs=[np.asarray(lp, dtype=np.float32) for lp in out.logprobs],
+            response_texts=[tok.decode(t, skip_special_tokens=True) for t in out.token_ids],
+            finish_reasons=out.finish_reasons, group_ids=np.arange(n, dtype=np.int64),
+            policy_versions=np.full(n, self.version, dtype=np.int64),
+            prompt_texts=list(prompts.texts), answers=list(prompts.answers),
+        )
+
+    def _generate_policy(self, prompts: Prompts, spec: SamplingSpec) -> Rollouts:
         from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
 
@@ -101,6 +144,8 @@ class RolloutActor:
         started = time.perf_counter()
         self.llm.collective_rpc("rf_reload", args=(named_tensors,))
         self.llm.reset_prefix_cache()
+        if self.mixer is not None:
+            self.mixer[0].load_state_dict(dict(named_tensors), strict=False)
         self.version = version
         return time.perf_counter() - started
 

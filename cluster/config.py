@@ -13,6 +13,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, ValidationError, field_validator, model_validator, ValidationInfo
 
 from learners.algos.registry import ALGORITHMS
+from rewards.compose import CombineConfig, TermCombineConfig
 from rewards.registry import REWARDS
 
 
@@ -76,11 +77,10 @@ class TaskConfig(Section):
         return self
 
 
-class RewardTermConfig(Section):
-    """One term of the weighted sum; `args` go to the reward's own config class."""
+class RewardTermConfig(TermCombineConfig):
+    """One reward term: how it combines (name, weight, normalize, clip, transform, ref: see
+    `rewards.compose.TermCombineConfig`); `args` go to the reward's own config class."""
 
-    name: str
-    weight: float = 1.0
     args: SerializeAsAny[BaseModel] | None = Field(None, validate_default=True)
 
     @field_validator("name")
@@ -113,6 +113,7 @@ class RolloutConfig(RoleConfig):
 class RewardRoleConfig(RoleConfig):
     num_cpus: float = Field(0.1, ge=0)
     timeout_s: float = Field(10.0, gt=0)
+    combine: CombineConfig = CombineConfig()
 
 
 class LearnerConfig(RoleConfig):
@@ -166,6 +167,7 @@ class RecipeConfig(Section):
     reward: RewardRoleConfig = RewardRoleConfig()
     reference: ReferenceConfig = ReferenceConfig()
     learner: LearnerConfig = LearnerConfig()
+    critic: LearnerConfig = LearnerConfig()  # only for algorithms that declare a critic (PPO)
     train: TrainConfig = TrainConfig()
     logging: LoggingConfig = LoggingConfig()
     cluster: ClusterConfig = ClusterConfig()
@@ -176,11 +178,15 @@ class RecipeConfig(Section):
         dup = sorted({n for n in names if names.count(n) > 1})
         if dup:
             raise ValueError(f"rewards: {', '.join(dup)} listed twice; each term needs a distinct reward")
-        samples = self.train.prompts_per_step * ALGORITHMS[self.algo.name](self.algo).needs().samples_per_prompt
-        ranks = self.learner.num_workers * self.algo.mini_batches
-        if samples < ranks:
-            raise ValueError(f"train.prompts_per_step: {samples} samples per step cannot feed "
-                             f"{self.learner.num_workers} learner ranks x {self.algo.mini_batches} mini-batches")
+        self.reward.combine.check_terms(names)
+        algorithm = ALGORITHMS[self.algo.name](self.algo)
+        units = algorithm.train_rows(self.train.prompts_per_step) // algorithm.rows_per_unit
+        roles = ["learner", "critic"] if algorithm.needs().critic else ["learner"]
+        for role in roles:
+            ranks = getattr(self, role).num_workers * self.algo.mini_batches
+            if units < ranks:
+                raise ValueError(f"train.prompts_per_step: {units} training units per step cannot feed "
+                                 f"{getattr(self, role).num_workers} {role} ranks x {self.algo.mini_batches} mini-batches")
         return self
 
     @field_validator("algo", mode="before")

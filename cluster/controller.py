@@ -1,6 +1,6 @@
 """The training loop: one method per phase, in the order of the paper's pseudo-code.
 
-    generate -> score -> reference forward -> algorithm.prepare -> learner update
+    generate -> score -> reference / critic forward -> algorithm.prepare -> learner (+ critic) update
              -> weight sync -> log / eval / checkpoint
 
 The loop branches on what the algorithm declares it needs (`algorithm.needs()`), never on its name.
@@ -21,7 +21,7 @@ from cluster.metrics import PhaseTimer, RunLogger
 from cluster.protocol import Prompts, Rollouts, SamplingSpec, Scores, TrainBatch, rollouts_to_tensors
 from learners.algos.base import Algorithm
 
-PHASES = ("generate", "score", "reference", "update", "weight_sync")
+PHASES = ("generate", "score", "reference", "critic", "update", "weight_sync")
 
 
 @dataclass
@@ -31,6 +31,7 @@ class Roles:
     learners: object
     reference: object | None
     sync: object
+    critic: object | None = None
 
 
 class Controller:
@@ -49,18 +50,27 @@ class Controller:
         # No per-request seed: vLLM's CPU runner cannot rewind a seeded generator when a chunked
         # prefill discards a sample; the engine itself is seeded from train.seed.
         spec = SamplingSpec(n=self.needs.samples_per_prompt, max_new_tokens=r.max_new_tokens,
-                            temperature=r.temperature, top_p=r.top_p)
+                            temperature=r.temperature, top_p=r.top_p,
+                            mixture_coef=self.needs.mixture_coef if self.needs.mixture_sampling else None)
         return self.roles.rollouts.generate(prompts, spec)
 
     def score(self, rollouts: Rollouts) -> Scores:
         return self.roles.rewards.score(rollouts)
 
     def reference_forward(self, tensors: dict) -> None:
-        probe = TrainBatch(advantages=torch.zeros(len(tensors["input_ids"])), **tensors)
-        tensors["ref_logprobs"] = self.roles.reference.logprobs(probe)
+        tensors["ref_logprobs"] = self.roles.reference.logprobs(_probe(tensors))
+
+    def critic_forward(self, tensors: dict) -> None:
+        tensors["values"] = self.roles.critic.values(_probe(tensors))
 
     def update(self, batch: TrainBatch) -> dict[str, float]:
-        return self.roles.learners.update(batch, self.algorithm, self.cfg.rollout.max_new_tokens)
+        """Policy and critic (if any) train on the same batch at the same time."""
+        max_new = self.cfg.rollout.max_new_tokens
+        critic = self.roles.critic.start_update(batch, self.algorithm, max_new) if self.needs.critic else None
+        metrics = self.roles.learners.update(batch, self.algorithm, max_new)
+        if critic is not None:
+            metrics.update(self.roles.critic.finish_update(critic))
+        return metrics
 
     def sync_weights(self) -> None:
         self.version += 1
@@ -85,6 +95,9 @@ class Controller:
         with timer.phase("reference"):
             if self.needs.reference:
                 self.reference_forward(tensors)
+        with timer.phase("critic"):
+            if self.needs.critic:
+                self.critic_forward(tensors)
         batch, prep_metrics = self.algorithm.prepare(rollouts, scores, tensors)
         trained_version = self.version
         with timer.phase("update"):
@@ -135,6 +148,11 @@ class Controller:
             "mean_step_timing_s": {k: float(np.mean([t[k] for t in step_times])) for k in step_times[0]},
             "recipe": dump_recipe(self.cfg),
         }
+
+
+def _probe(tensors: dict) -> TrainBatch:
+    """The rollout tensors as a batch for a forward pass (no advantages yet)."""
+    return TrainBatch(advantages=torch.zeros(len(tensors["input_ids"])), **tensors)
 
 
 def rollout_metrics(rollouts: Rollouts, scores: Scores, version: int) -> dict[str, float]:

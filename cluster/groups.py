@@ -10,14 +10,16 @@ import numpy as np
 import ray
 import torch
 
+from actors.critic import CriticActor
 from actors.learner import LearnerActor
 from actors.reference import ReferenceActor
 from actors.reward import RewardActor
 from actors.rollout import RolloutActor
 from cluster.config import RecipeConfig
 from cluster.placement import place_role, threads_for, worker_env
-from cluster.protocol import Prompts, Rollouts, SamplingSpec, Scores, TrainBatch
+from cluster.protocol import Prompts, Rollouts, SamplingSpec, Scores, TermScores, TrainBatch
 from learners.engine import num_micro_batches
+from rewards.compose import Combiner
 
 
 def _spawn(cls, name: str, cfg: RecipeConfig, args_for, env: dict | None = None) -> list:
@@ -51,11 +53,12 @@ def _split(n: int, parts: int) -> list[tuple[int, int]]:
 
 
 class RolloutGroup:
-    def __init__(self, cfg: RecipeConfig, model_path: str):
+    def __init__(self, cfg: RecipeConfig, model_path: str, reference_path: str | None = None):
         r = cfg.rollout
         max_len = r.max_prompt_len + max(r.max_new_tokens, cfg.train.eval_max_new_tokens)
         self.actors = _spawn(RolloutActor, "rollout", cfg, lambda i: (
-            model_path, max_len, r.kv_cache_gib, r.gpu_memory_utilization, cfg.model.dtype, cfg.train.seed + i))
+            model_path, max_len, r.kv_cache_gib, r.gpu_memory_utilization, cfg.model.dtype, cfg.train.seed + i,
+            reference_path))
         self.start_s = max(ray.get([a.ready.remote() for a in self.actors]))
 
     def generate(self, prompts: Prompts, spec: SamplingSpec) -> Rollouts:
@@ -73,24 +76,25 @@ class RolloutGroup:
 
 
 class RewardGroup:
+    """Reward actors score their shares of the batch term by term; the driver combines the whole
+    step's terms here, in one place, since normalisation must see every sample."""
+
     def __init__(self, cfg: RecipeConfig):
         self.actors = _spawn(RewardActor, "reward", cfg, lambda i: (cfg.rewards, cfg.reward.timeout_s))
+        self.combiner = Combiner(cfg.rewards, cfg.reward.combine)
 
-    def _fan_out(self, rollouts: Rollouts, method: str) -> Scores:
+    def _fan_out(self, rollouts: Rollouts, method: str) -> TermScores:
         spans = _split(len(rollouts), len(self.actors))
-        parts = ray.get([getattr(a, method).remote(_slice(rollouts, lo, hi))
-                         for a, (lo, hi) in zip(self.actors, spans)])
-        return Scores(
-            values=np.concatenate([p.values for p in parts]),
-            terms={k: np.concatenate([p.terms[k] for p in parts]) for k in parts[0].terms},
-            errors=[e for p in parts for e in p.errors],
-        )
+        return TermScores.concat(ray.get([getattr(a, method).remote(_slice(rollouts, lo, hi))
+                                          for a, (lo, hi) in zip(self.actors, spans)]))
 
     def score(self, rollouts: Rollouts) -> Scores:
-        return self._fan_out(rollouts, "score")
+        raw = self._fan_out(rollouts, "score")
+        return Scores(values=self.combiner(raw.terms, rollouts.group_ids), terms=raw.terms, errors=raw.errors)
 
     def accuracy(self, rollouts: Rollouts) -> Scores:
-        return self._fan_out(rollouts, "accuracy")
+        raw = self._fan_out(rollouts, "accuracy")
+        return Scores(values=raw.terms["accuracy"], terms=raw.terms, errors=raw.errors)
 
 
 def _slice(rollouts: Rollouts, lo: int, hi: int) -> Rollouts:
@@ -109,10 +113,16 @@ class ReferenceGroup:
 
 
 class LearnerGroup:
+    """Data-parallel DeepSpeed ranks of one trained model: the policy (`learner` role) or, for
+    algorithms that declare a critic, the value model (`critic` role)."""
+
+    actor_cls = LearnerActor
+    role = "learner"
+
     def __init__(self, cfg: RecipeConfig, model_path: str):
-        lc = cfg.learner
+        lc = getattr(cfg, self.role)
         world = lc.num_workers
-        self.actors = _spawn(LearnerActor, "learner", cfg, lambda i: (
+        self.actors = _spawn(self.actor_cls, self.role, cfg, lambda i: (
             i, world, model_path, lc, cfg.algo, cfg.model.dtype, cfg.rollout.temperature,
             cfg.train.seed, threads_for()))
         self.micro_batch_size = lc.micro_batch_size
@@ -123,18 +133,25 @@ class LearnerGroup:
     def world_size(self) -> int:
         return len(self.actors)
 
-    def update(self, batch: TrainBatch, algorithm, max_new_tokens: int) -> dict[str, float]:
-        """Split the step's batch into mini-batches, shard each across ranks, run all steps."""
-        world = self.world_size  # enough samples for every rank: checked by RecipeConfig
+    def start_update(self, batch: TrainBatch, algorithm, max_new_tokens: int) -> list:
+        """Split the step's batch into mini-batches, shard each across ranks, start all steps;
+        returns the pending refs (`finish_update` waits), so policy and critic train together."""
+        world, unit = self.world_size, algorithm.rows_per_unit  # enough units: checked by RecipeConfig
         k = algorithm.cfg.mini_batches
-        minis = [batch.shard(j, k) for j in range(k)]
+        minis = [batch.shard(j, k, unit) for j in range(k)]
         norms = [algorithm.normaliser(m, max_new_tokens) for m in minis]
-        shards = [[m.shard(r, world) for m in minis] for r in range(world)]
-        n_micro = [num_micro_batches([len(s[j]) for s in shards], self.micro_batch_size) for j in range(k)]
-        results = get_all([a.update.remote(shards[r], norms, n_micro) for r, a in enumerate(self.actors)],
-                          self.actors)
+        shards = [[m.shard(r, world, unit) for m in minis] for r in range(world)]
+        mb_units = max(1, self.micro_batch_size // unit)
+        n_micro = [num_micro_batches([len(s[j]) // unit for s in shards], mb_units) for j in range(k)]
+        return [a.update.remote(shards[r], norms, n_micro) for r, a in enumerate(self.actors)]
+
+    def finish_update(self, refs: list) -> dict[str, float]:
+        results = get_all(refs, self.actors)
         # Per-rank values are shares of global quantities: sum over ranks.
         return {k: sum(r[k] for r in results) for k in results[0]}
+
+    def update(self, batch: TrainBatch, algorithm, max_new_tokens: int) -> dict[str, float]:
+        return self.finish_update(self.start_update(batch, algorithm, max_new_tokens))
 
     def export_weights(self):
         """ObjectRef of rank 0's full state (every rank takes part in the gather)."""
@@ -144,3 +161,19 @@ class LearnerGroup:
 
     def save(self, out_dir: str) -> str:
         return get_all([a.save.remote(out_dir) for a in self.actors], self.actors)[0]
+
+
+class CriticGroup(LearnerGroup):
+    """The value model's ranks; `values` runs the forward pass the advantage estimate needs."""
+
+    actor_cls = CriticActor
+    role = "critic"
+
+    def values(self, batch: TrainBatch) -> torch.Tensor:
+        """V(s_t) for every response position [B, R], sharded over the ranks."""
+        n = self.world_size
+        shards = [batch.shard(i, n) for i in range(n)]
+        # Same micro-batch count on every rank: ZeRO-3 forwards gather parameters collectively.
+        n_micro = num_micro_batches([len(s) for s in shards], self.micro_batch_size)
+        return torch.cat(get_all([a.values.remote(s, n_micro) for s, a in zip(shards, self.actors)],
+                                 self.actors))

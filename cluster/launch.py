@@ -17,18 +17,20 @@ from learners.models import load_tokenizer, resolve_model_path
 
 
 def build_roles(cfg: RecipeConfig, model_path: str, needs) -> Roles:
-    from cluster.groups import LearnerGroup, ReferenceGroup, RewardGroup, RolloutGroup
+    from cluster.groups import CriticGroup, LearnerGroup, ReferenceGroup, RewardGroup, RolloutGroup
     from cluster.weight_sync import ObjectStoreSync
 
-    if needs.critic or needs.pairs or needs.mixture_sampling or needs.judge:
-        raise NotImplementedError(f"this build of the controller serves sampled-group algorithms only; {needs}")
+    if needs.judge:
+        raise NotImplementedError("a policy-as-judge phase (self-rewarding) is not built yet; "
+                                  "use a judge reward in `rewards:` instead")
     learners = LearnerGroup(cfg, model_path)
-    rollouts = RolloutGroup(cfg, model_path)
+    rollouts = RolloutGroup(cfg, model_path, reference_path=model_path if needs.mixture_sampling else None)
     return Roles(
         rollouts=rollouts,
         rewards=RewardGroup(cfg),
         learners=learners,
         reference=ReferenceGroup(cfg, model_path) if needs.reference else None,
+        critic=CriticGroup(cfg, model_path) if needs.critic else None,
         sync=ObjectStoreSync(learners, rollouts),
     )
 
@@ -46,7 +48,8 @@ def train(cfg: RecipeConfig) -> dict:
     eval_prompts = render_prompts(eval_rows, tokenizer, cfg.task, max_len)
     algorithm = build_algorithm(cfg.algo)
     needs = algorithm.needs()
-    roles_used = [r for r in ROLES if r != "reference" or needs.reference]
+    optional = {"reference": needs.reference, "critic": needs.critic}
+    roles_used = [r for r in ROLES if optional.get(r, True)]
     address = start_ray(cfg, roles_used)
     logger = None
     try:

@@ -10,7 +10,7 @@ from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from cluster.config import RecipeConfig, RoleConfig
 
-ROLES = ("rollout", "reward", "reference", "learner")
+ROLES = ("rollout", "reward", "reference", "learner", "critic")
 
 
 def requested_cpus(cfg: RecipeConfig, roles: list[str]) -> float:

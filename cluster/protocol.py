@@ -36,6 +36,8 @@ class SamplingSpec:
     temperature: float = 1.0
     top_p: float = 1.0
     seed: int | None = None
+    # Set: one sample from the policy and one from π^{1−c}·π_ref^{c} per prompt (Nash-MD, IPO-MD).
+    mixture_coef: float | None = None
 
 
 @dataclass
@@ -72,15 +74,34 @@ class Rollouts:
 
 @dataclass
 class Scores:
-    """Per-sample reward: the combined value, each term, and why a sample failed (None if not)."""
+    """Per-sample reward: the combined value, each term, and why a sample failed (None if not).
+
+    `preferences[g]` is P(first sample of group g ≻ second), set by a pairwise reward for
+    algorithms that train on pairs; None when only pointwise rewards ran.
+    """
 
     values: np.ndarray
     terms: dict[str, np.ndarray]
     errors: list[str | None]
+    preferences: np.ndarray | None = None
 
     @property
     def num_errors(self) -> int:
         return sum(e is not None for e in self.errors)
+
+
+@dataclass
+class TermScores:
+    """What a reward actor returns for its share of the batch: each term's raw per-sample values
+    and per-sample errors. The driver combines the whole step's terms into `Scores`."""
+
+    terms: dict[str, np.ndarray]
+    errors: list[str | None]
+
+    @staticmethod
+    def concat(parts: list["TermScores"]) -> "TermScores":
+        return TermScores(terms={k: np.concatenate([p.terms[k] for p in parts]) for k in parts[0].terms},
+                          errors=[e for p in parts for e in p.errors])
 
 
 @dataclass
@@ -119,9 +140,12 @@ class TrainBatch:
     def to(self, device: str | torch.device) -> "TrainBatch":
         return self.map(lambda t: t.to(device))
 
-    def shard(self, rank: int, world_size: int) -> "TrainBatch":
-        """Contiguous shard for one data-parallel rank (sizes differ by at most one row)."""
-        bounds = np.linspace(0, len(self), world_size + 1).astype(int)
+    def shard(self, rank: int, world_size: int, unit: int = 1) -> "TrainBatch":
+        """Contiguous shard for one data-parallel rank (sizes differ by at most one unit).
+
+        `unit` rows always stay together (2 for algorithms that train on chosen/rejected pairs).
+        """
+        bounds = np.linspace(0, len(self) // unit, world_size + 1).astype(int) * unit
         return self.select(slice(bounds[rank], bounds[rank + 1]))
 
 

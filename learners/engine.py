@@ -55,6 +55,15 @@ def response_logits(model, batch: TrainBatch, temperature: float = 1.0) -> torch
     return logits / temperature if temperature != 1.0 else logits
 
 
+def response_values(model, batch: TrainBatch) -> torch.Tensor:
+    """V(s_t) [B, R] from a token-classification value model: the value of the state before
+    response token t is read where that token is predicted (the same positions as the logits)."""
+    position_ids = (batch.attention_mask.cumsum(-1) - 1).clamp(min=0)
+    resp_len = batch.response_mask.shape[1]
+    out = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, position_ids=position_ids)
+    return out.logits[:, -(resp_len + 1):-1, 0].float()
+
+
 def response_logprobs(model, batch: TrainBatch, temperature: float = 1.0) -> torch.Tensor:
     """log π(response token) [B, R] for the whole micro-batch."""
     logits = response_logits(model, batch, temperature)
@@ -69,8 +78,9 @@ def probe_logprob_sum(model, probe_ids: list[int]) -> float:
     return float(token_logprobs(logits, ids[:, 1:]).double().sum())
 
 
-def micro_batches(batch: TrainBatch, n: int) -> list[TrainBatch]:
-    bounds = torch.linspace(0, len(batch), n + 1).round().long().tolist()
+def micro_batches(batch: TrainBatch, n: int, unit: int = 1) -> list[TrainBatch]:
+    """`n` contiguous micro-batches; `unit` rows (a chosen/rejected pair) are never split."""
+    bounds = (torch.linspace(0, len(batch) // unit, n + 1).round().long() * unit).tolist()
     return [batch.select(slice(a, b)) for a, b in zip(bounds, bounds[1:])]
 
 
@@ -102,7 +112,7 @@ class PolicyEngine:
         """
         self.engine.train()
         sums: dict[str, float] = defaultdict(float)
-        parts = micro_batches(shard, n_micro)
+        parts = micro_batches(shard, n_micro, self.algorithm.rows_per_unit)
         for i, mb in enumerate(parts):
             mb = mb.to(self.device)
             self.engine.set_gradient_accumulation_boundary(i == len(parts) - 1)
@@ -139,3 +149,39 @@ class PolicyEngine:
             else:
                 out.append((name, p.detach().to("cpu", copy=True)))
         return out
+
+
+class CriticEngine:
+    """A DeepSpeed-wrapped value model on one rank and the algorithm's value loss."""
+
+    def __init__(self, model, algorithm: Algorithm, config: dict, world_size: int, device: str | None = None):
+        import deepspeed
+
+        self.engine, *_ = deepspeed.initialize(model=model, model_parameters=model.parameters(), config=config)
+        self.algorithm = algorithm
+        self.world_size = world_size
+        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+
+    @torch.no_grad()
+    def values(self, shard: TrainBatch, n_micro: int) -> torch.Tensor:
+        self.engine.eval()
+        return torch.cat([response_values(self.engine, mb.to(self.device)).cpu()
+                          for mb in micro_batches(shard, n_micro)])
+
+    def train_step(self, shard: TrainBatch, norm: Normaliser, n_micro: int) -> dict[str, float]:
+        """One optimiser step of the value loss; shard invariant like `PolicyEngine.train_step`."""
+        self.engine.train()
+        sums: dict[str, float] = defaultdict(float)
+        parts = micro_batches(shard, n_micro, self.algorithm.rows_per_unit)
+        for i, mb in enumerate(parts):
+            mb = mb.to(self.device)
+            self.engine.set_gradient_accumulation_boundary(i == len(parts) - 1)
+            loss, metrics = self.algorithm.critic_loss(mb, response_values(self.engine, mb), norm)
+            self.engine.backward(loss * self.world_size)
+            for k, v in metrics.items():
+                sums[k] += float(v)
+        self.engine.step()
+        return dict(sums)
+
+    def named_weights(self) -> list[tuple[str, torch.Tensor]]:
+        raise TypeError("the critic's weights are not exported")

@@ -159,6 +159,23 @@ def load_policy(path: str, dtype: str = "float32"):
     return AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, dtype))
 
 
+def load_value_model(path: str, dtype: str = "float32"):
+    """The critic: the policy's architecture and weights with a scalar head instead of the LM head.
+
+    The head starts at zero, so V ≡ 0 before the first update and the first advantages are the
+    plain returns (no random-head noise).
+    """
+    import torch
+    from transformers import AutoModelForTokenClassification
+
+    model = AutoModelForTokenClassification.from_pretrained(path, num_labels=1, dtype=getattr(torch, dtype))
+    head = model.score if hasattr(model, "score") else model.classifier
+    torch.nn.init.zeros_(head.weight)
+    if head.bias is not None:
+        torch.nn.init.zeros_(head.bias)
+    return model
+
+
 def load_tokenizer(path: str):
     from transformers import AutoTokenizer
 

@@ -12,7 +12,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from cluster.protocol import Rollouts, Scores, TrainBatch
-from learners.losses import Normaliser
+from learners.losses import Normaliser, aggregate, clipped_surrogate, kl_k3
 
 
 class AlgoConfig(BaseModel):
@@ -31,17 +31,24 @@ class Needs:
     critic: bool = False
     pairs: bool = False
     mixture_sampling: bool = False
+    mixture_coef: float = 0.5  # weight of the reference in the sampled mixture
     judge: bool = False
 
 
 class Algorithm:
     Config: ClassVar[type[AlgoConfig]]
+    # Rows that must stay in one shard / micro-batch (2: a chosen/rejected pair).
+    rows_per_unit: ClassVar[int] = 1
 
     def __init__(self, cfg: AlgoConfig):
         self.cfg = cfg
 
     def needs(self) -> Needs:
         raise NotImplementedError
+
+    def train_rows(self, num_prompts: int) -> int:
+        """Rows of the batch `prepare` makes from `num_prompts` prompts."""
+        return num_prompts * self.needs().samples_per_prompt
 
     def prepare(
         self, rollouts: Rollouts, scores: Scores, tensors: dict[str, torch.Tensor]
@@ -62,3 +69,28 @@ class Algorithm:
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Learner side: this shard's share of the loss, and per-shard metric tensors."""
         raise NotImplementedError
+
+    def critic_loss(
+        self, batch: TrainBatch, values: torch.Tensor, norm: Normaliser
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Critic side (only for algorithms whose `needs().critic`): this shard's value loss."""
+        raise NotImplementedError(f"{type(self).__name__} declares no critic")
+
+
+def clipped_policy_loss(
+    batch: TrainBatch, logprobs: torch.Tensor, norm: Normaliser, clip_low: float, clip_high: float,
+    kl_coef: float, loss_agg: str,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """PPO-style clipped surrogate on ρ = π/π_rollout with `batch.advantages` ([B] or [B, T]),
+    plus kl_coef · k3(π, π_ref) per token when kl_coef > 0; aggregated by `loss_agg`."""
+    mask = batch.response_mask
+    pg, clipped = clipped_surrogate(logprobs, batch.rollout_logprobs, batch.advantages,
+                                    clip_low=clip_low, clip_high=clip_high)
+    per_token = pg
+    metrics = {"loss/policy": aggregate(pg, mask, loss_agg, norm).detach(),
+               "train/clip_frac": aggregate(clipped, mask, "token_mean", norm)}
+    if kl_coef > 0:
+        kl = kl_k3(logprobs, batch.ref_logprobs)
+        per_token = pg + kl_coef * kl
+        metrics["train/kl"] = aggregate(kl, mask, "token_mean", norm).detach()
+    return aggregate(per_token, mask, loss_agg, norm), metrics

@@ -13,8 +13,8 @@ from pydantic import Field
 
 from cluster.protocol import Rollouts, Scores, TrainBatch
 from learners.advantages import group_normalized_advantages
-from learners.algos.base import AlgoConfig, Algorithm, Needs
-from learners.losses import aggregate, clipped_surrogate, kl_k3, Normaliser
+from learners.algos.base import AlgoConfig, Algorithm, Needs, clipped_policy_loss
+from learners.losses import Normaliser
 
 
 class GRPOConfig(AlgoConfig):
@@ -52,16 +52,5 @@ class GRPO(Algorithm):
 
     def loss(self, batch: TrainBatch, logprobs: torch.Tensor, norm: Normaliser):
         cfg = self.cfg
-        mask = batch.response_mask
-        pg, clipped = clipped_surrogate(
-            logprobs, batch.rollout_logprobs, batch.advantages,
-            clip_low=cfg.clip_eps, clip_high=cfg.clip_eps_high or cfg.clip_eps,
-        )
-        per_token = pg
-        metrics = {"loss/policy": aggregate(pg, mask, cfg.loss_agg, norm).detach(),
-                   "train/clip_frac": aggregate(clipped, mask, "token_mean", norm)}
-        if cfg.kl_coef > 0:
-            kl = kl_k3(logprobs, batch.ref_logprobs)
-            per_token = pg + cfg.kl_coef * kl
-            metrics["train/kl"] = aggregate(kl, mask, "token_mean", norm).detach()
-        return aggregate(per_token, mask, cfg.loss_agg, norm), metrics
+        return clipped_policy_loss(batch, logprobs, norm, cfg.clip_eps, cfg.clip_eps_high or cfg.clip_eps,
+                                   cfg.kl_coef, cfg.loss_agg)

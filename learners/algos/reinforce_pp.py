@@ -1,0 +1,52 @@
+"""REINFORCE++ (Hu 2025, "REINFORCE++: a simple and efficient approach for aligning LLMs").
+
+prepare: token rewards r_t = −kl_coef·(log π_rollout − log π_ref) + score on the last token;
+         A_t = returns-to-go Σ_{s≥t} γ^{s−t} r_s, whitened over the whole step's batch (the global
+         normalisation replaces a critic). `baseline: group` subtracts each prompt's mean score
+         first (the paper's REINFORCE++-baseline variant for several samples per prompt).
+loss:    PPO clipped surrogate on ρ = π/π_rollout with those token-level advantages.
+"""
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from pydantic import Field
+
+from cluster.protocol import Rollouts, Scores, TrainBatch
+from learners.advantages import discounted_returns, group_normalized_advantages, kl_penalized_token_rewards, whiten
+from learners.algos.base import AlgoConfig, Algorithm, Needs, clipped_policy_loss
+from learners.losses import Normaliser
+
+
+class ReinforcePPConfig(AlgoConfig):
+    name: Literal["reinforce_pp"] = "reinforce_pp"
+    samples_per_prompt: int = Field(4, ge=1)
+    baseline: Literal["none", "group"] = "none"
+    clip_eps: float = Field(0.2, gt=0)
+    gamma: float = Field(1.0, ge=0, le=1)
+    kl_coef: float = Field(0.0, ge=0)
+    loss_agg: Literal["token_mean", "seq_mean", "constant"] = "token_mean"
+
+
+class ReinforcePP(Algorithm):
+    Config = ReinforcePPConfig
+    cfg: ReinforcePPConfig
+
+    def needs(self) -> Needs:
+        return Needs(samples_per_prompt=self.cfg.samples_per_prompt, reference=self.cfg.kl_coef > 0)
+
+    def prepare(self, rollouts: Rollouts, scores: Scores, tensors: dict[str, torch.Tensor]):
+        cfg = self.cfg
+        mask = tensors["response_mask"]
+        seq = torch.as_tensor(scores.values, dtype=torch.float32)
+        if cfg.baseline == "group":
+            seq = group_normalized_advantages(seq, torch.as_tensor(rollouts.group_ids), scale="none")
+        token_rewards = kl_penalized_token_rewards(seq, tensors["rollout_logprobs"], tensors.get("ref_logprobs"),
+                                                   mask, cfg.kl_coef)
+        advantages = whiten(discounted_returns(token_rewards, mask, cfg.gamma), mask)
+        return TrainBatch(advantages=advantages, **tensors), {}
+
+    def loss(self, batch: TrainBatch, logprobs: torch.Tensor, norm: Normaliser):
+        return clipped_policy_loss(batch, logprobs, norm, self.cfg.clip_eps, self.cfg.clip_eps, 0.0,
+                                   self.cfg.loss_agg)
