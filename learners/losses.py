@@ -80,3 +80,102 @@ def aggregate(values: torch.Tensor, mask: torch.Tensor, mode: str, norm: Normali
     if mode == "constant":
         return masked_sum(values, mask) / (max(norm.num_seqs, 1) * norm.constant)
     raise ValueError(f"loss aggregation must be one of {AGGREGATIONS}, got {mode!r}")
+
+
+def clipped_value_loss(
+    values: torch.Tensor, old_values: torch.Tensor, returns: torch.Tensor, clip: float | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """PPO critic loss with value clipping (Schulman et al. 2017; OpenAI baselines, TRL, OpenRLHF).
+
+        V_clip = clip(V, V_old - ε, V_old + ε)
+        L = ½ · max((V - R)², (V_clip - R)²)          clip=None: L = ½·(V - R)²
+
+    values, old_values, returns: [B, T]. Returns (loss [B, T], clipped [B, T] as float: 1 where
+    the clipped term is strictly larger, i.e. the one taken; all 0 when clip is None).
+    """
+    unclipped = (values - returns) ** 2
+    if clip is None:
+        return 0.5 * unclipped, torch.zeros_like(unclipped)
+    clipped_values = old_values + torch.clamp(values - old_values, -clip, clip)
+    clipped = (clipped_values - returns) ** 2
+    return 0.5 * torch.maximum(unclipped, clipped), (clipped > unclipped).float()
+
+
+def sequence_logprobs(logprobs: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """log π(y) = Σ_t m_t · log π(y_t | y_<t).   logprobs, mask: [B, T] -> [B]."""
+    return masked_sum(logprobs, mask, dim=-1)
+
+
+PREFERENCE_LOSSES = ("dpo", "ipo")
+
+
+def preference_margin(
+    chosen_logps: torch.Tensor,
+    rejected_logps: torch.Tensor,
+    ref_chosen_logps: torch.Tensor,
+    ref_rejected_logps: torch.Tensor,
+    beta: float,
+) -> torch.Tensor:
+    """Implicit-reward margin β·h with h = (log π(y_c) - log π_ref(y_c)) - (log π(y_r) - log π_ref(y_r)).
+
+    All arguments [P] (one entry per preference pair) -> [P].
+    """
+    return beta * ((chosen_logps - ref_chosen_logps) - (rejected_logps - ref_rejected_logps))
+
+
+def preference_loss(
+    chosen_logps: torch.Tensor,
+    rejected_logps: torch.Tensor,
+    ref_chosen_logps: torch.Tensor,
+    ref_rejected_logps: torch.Tensor,
+    beta: float,
+    kind: str,
+) -> torch.Tensor:
+    """Pairwise preference loss per pair, on sequence log-probabilities (all [P] -> [P]).
+
+        h   = (log π(y_c) - log π_ref(y_c)) - (log π(y_r) - log π_ref(y_r))
+        dpo: -log σ(β·h)                      (Rafailov et al. 2023, eq. 7)
+        ipo: (h - 1/(2β))²                    (Azar et al. 2023, eq. 17, with β in the role of τ)
+
+    Online DPO / IPO (Guo et al. 2024; Calandriello et al. 2024) apply the same losses to pairs
+    sampled from the current policy. With pairs y, y' ~ π and labels drawn from P(y ≻ y'), the
+    stationary point of online IPO is π(y) ∝ π_ref(y)·exp(P(y ≻ π)/β): the Nash equilibrium of
+    the game P(π ≻ π') - β·KL(π‖π_ref) + β·KL(π'‖π_ref), so β here is that game's KL
+    coefficient (tests/unit/test_preference_game.py checks it). Whether log π is a sum or a
+    per-token mean is the caller's choice.
+    """
+    if kind not in PREFERENCE_LOSSES:
+        raise ValueError(f"preference loss kind must be one of {PREFERENCE_LOSSES}, got {kind!r}")
+    if beta <= 0:
+        raise ValueError(f"preference loss beta must be > 0, got {beta}")
+    h = (chosen_logps - ref_chosen_logps) - (rejected_logps - ref_rejected_logps)
+    if kind == "dpo":
+        return -torch.nn.functional.logsigmoid(beta * h)
+    return (h - 1.0 / (2.0 * beta)) ** 2
+
+
+def nash_md_loss(
+    logps: torch.Tensor, ref_logps: torch.Tensor, preference: torch.Tensor, beta: float
+) -> torch.Tensor:
+    """Nash-MD policy-gradient loss per sequence (a REINFORCE surrogate: only its gradient matters).
+
+        ℓ(y) = -(P - ½)·log π(y)  +  β · sg[log π(y) - log π_ref(y)] · log π(y)
+        ∇ℓ  = -(P - ½)·∇log π(y)  +  β · (log π(y) - log π_ref(y)) · ∇log π(y)
+
+    logps = log π(y), ref_logps = log π_ref(y) for y ~ π (this row's sequence), preference =
+    P(y ≻ y') with y' ~ the geometric mixture π^{1-α}·π_ref^α (`learners.mixture`); all [B] -> [B].
+    In expectation over y ~ π, the first term is -∇ P(π ≻ π_mix) with ½ as a control variate
+    (E[∇log π] = 0) and the second is β·∇KL(π‖π_ref) in score-function form, so the stationary
+    point is π(y) ∝ π_ref(y)·exp(P(y ≻ π_mix)/β).
+
+    Munos et al. 2023 ("Nash Learning from Human Feedback", Nash-MD-PG) and Calandriello et
+    al. 2024 (online, LLM scale); TRL's NashMDTrainer computes the same estimator.
+    Deviation from TRL: TRL's KL coefficient is the per-token log-ratio, Σ_t sg(ρ_t)·log π(y_t|·);
+    here it is the sequence log-ratio sg(Σ_t ρ_t)·Σ_t log π(y_t|·), which is unbiased for
+    ∇KL(π‖π_ref) over whole sequences (the two agree on one-token responses).
+    Note that with a fixed mixture coefficient α > 0 the stationary point differs from the
+    regularised Nash equilibrium (the α = 0 self-play point) by O(α); Munos et al.'s tabular
+    Nash-MD ties α = η·β to the step size η and converges as η → 0.
+    """
+    log_ratio = (logps - ref_logps).detach()
+    return -(preference - 0.5) * logps + beta * log_ratio * logps

@@ -8,7 +8,8 @@ ROOT = Path(__file__).resolve().parents[2]
 HEAVY = {"ray", "vllm", "deepspeed"}
 LIGHT = [
     *sorted((ROOT / "learners").glob("ops.py")),
-    ROOT / "learners/advantages.py", ROOT / "learners/losses.py",
+    ROOT / "learners/advantages.py", ROOT / "learners/losses.py", ROOT / "learners/mixture.py",
+    ROOT / "learners/sampling.py",
     *sorted((ROOT / "learners/algos").glob("*.py")),
     *sorted((ROOT / "rewards").glob("*.py")),
     ROOT / "cluster/config.py", ROOT / "cluster/protocol.py", ROOT / "cluster/data.py",
