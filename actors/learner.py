@@ -26,6 +26,7 @@ class LearnerActor:
         self.model_path, self.learner_cfg, self.algo_cfg = model_path, learner_cfg, algo_cfg
         self.dtype, self.temperature, self.seed = dtype, temperature, seed
         self.engine = None
+        self.busy_s = 0.0  # seconds spent in updates (benchmarks read it)
 
     def address(self) -> tuple[str, int]:
         """Where rank 0 listens for the process group."""
@@ -65,12 +66,14 @@ class LearnerActor:
 
     def update(self, shards: list[TrainBatch], norms: list[Normaliser], n_micro: list[int]) -> dict[str, float]:
         """All optimiser steps of one training step: epochs x mini-batches, this rank's shards."""
+        started = time.perf_counter()
         totals: dict[str, float] = {}
         for _ in range(self.algo_cfg.epochs):
             for shard, norm, n in zip(shards, norms, n_micro):
                 for k, v in self.engine.train_step(shard, norm, n).items():
                     totals[k] = totals.get(k, 0.0) + v
         steps = self.algo_cfg.epochs * len(shards)
+        self.busy_s += time.perf_counter() - started
         return {k: v / steps for k, v in totals.items()}
 
     def export_weights(self) -> list[tuple[str, torch.Tensor]] | None:

@@ -1,6 +1,8 @@
 """Reference role: the frozen initial policy, giving log π_ref of response tokens."""
 from __future__ import annotations
 
+import time
+
 import torch
 
 from cluster.protocol import TrainBatch
@@ -18,10 +20,13 @@ class ReferenceActor:
         self.model.to(self.device)
         self.micro_batch_size = micro_batch_size
         self.temperature = temperature
+        self.busy_s = 0.0
 
     @torch.no_grad()
     def logprobs(self, batch: TrainBatch) -> torch.Tensor:
+        started = time.perf_counter()
         n = max(1, -(-len(batch) // self.micro_batch_size))
         out = [response_logprobs(self.model, mb.to(self.device), self.temperature).cpu()
                for mb in micro_batches(batch, n)]
+        self.busy_s += time.perf_counter() - started
         return torch.cat(out)

@@ -75,17 +75,22 @@ class RolloutActor:
             self.generator = torch.Generator().manual_seed(seed)
         self.start_s = time.perf_counter() - started
         self.version = 0
+        self.busy_s = 0.0  # seconds spent generating or reloading (benchmarks read it)
 
     def generate(self, prompts: Prompts, spec: SamplingSpec) -> Rollouts:
         """`spec.n` samples per prompt from the policy; with `spec.mixture_coef` set, one from the
         policy then one from the geometric policy/reference mixture per prompt, in that order."""
+        started = time.perf_counter()
         if spec.mixture_coef is None:
-            return self._generate_policy(prompts, spec)
-        policy = self._generate_policy(prompts, replace(spec, n=1))
-        mixture = self._generate_mixture(prompts, spec)
-        order = np.stack([np.arange(len(prompts)), len(prompts) + np.arange(len(prompts))], 1).reshape(-1)
-        both = Rollouts.concat([policy, mixture], [0, 0])
-        return Rollouts(**{f.name: _take(getattr(both, f.name), order) for f in fields(Rollouts)})
+            out = self._generate_policy(prompts, spec)
+        else:
+            policy = self._generate_policy(prompts, replace(spec, n=1))
+            mixture = self._generate_mixture(prompts, spec)
+            order = np.stack([np.arange(len(prompts)), len(prompts) + np.arange(len(prompts))], 1).reshape(-1)
+            both = Rollouts.concat([policy, mixture], [0, 0])
+            out = Rollouts(**{f.name: _take(getattr(both, f.name), order) for f in fields(Rollouts)})
+        self.busy_s += time.perf_counter() - started
+        return out
 
     def _generate_mixture(self, prompts: Prompts, spec: SamplingSpec) -> Rollouts:
         from learners.sampling import sample_geometric_mixture
@@ -147,6 +152,7 @@ class RolloutActor:
         if self.mixer is not None:
             self.mixer[0].load_state_dict(dict(named_tensors), strict=False)
         self.version = version
+        self.busy_s += time.perf_counter() - started
         return time.perf_counter() - started
 
     def checksum(self, probe_ids: list[int] = PROBE_IDS) -> float:

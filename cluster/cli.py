@@ -60,6 +60,32 @@ def cmd_submit(args) -> int:
     return 0 if status == JobStatus.SUCCEEDED else 1
 
 
+def cmd_serve_reward(args) -> int:
+    """Serve one registered reward over HTTP until interrupted (cluster/reward_server.py)."""
+    from cluster.reward_server import serve_from_cli
+
+    return serve_from_cli(args.target, args.overrides, args.host, args.port, args.token, args.no_auth)
+
+
+def cmd_train_rm(args) -> int:
+    """Train a Bradley-Terry reward model from preference pairs (cluster/train_rm.py)."""
+    from cluster.train_rm import load_rm_config, train_rm
+
+    summary = train_rm(load_rm_config(args.recipe, args.overrides))
+    print(f"\nrewardflow train-rm: held-out pairwise accuracy {summary['eval_accuracy_before']:.3f} -> "
+          f"{summary['eval_accuracy_after']:.3f} ({summary['eval_pairs']} pairs) in {summary['wall_s']:.0f}s\n"
+          f"  reward model: {summary['checkpoint']}\n  summary: {summary['summary_path']}")
+    return 0
+
+
+def cmd_rewards_list(args) -> int:
+    """The reward registry with each reward's four taxonomy tags (rewards/catalog.py)."""
+    from rewards.catalog import reward_table
+
+    print(reward_table(markdown=args.markdown))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="rewardflow", description="Distributed RLHF on Ray.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -75,6 +101,23 @@ def build_parser() -> argparse.ArgumentParser:
     j.add_argument("--address", help="Ray dashboard address (default: RAY_ADDRESS or http://127.0.0.1:8265)")
     j.add_argument("--no-wait", action="store_true")
     j.set_defaults(fn=cmd_submit)
+    rw = sub.add_parser("rewards", help="inspect the reward registry")
+    rw = rw.add_subparsers(dest="rewards_command", metavar="{list}", required=True)
+    rl = rw.add_parser("list", help="registered rewards with their taxonomy: basis, format, expression, granularity")
+    rl.add_argument("--markdown", action="store_true", help="a Markdown table (as in docs/rewards.md)")
+    rl.set_defaults(fn=cmd_rewards_list)
+    m = sub.add_parser("train-rm", help="train a Bradley-Terry reward model from preference pairs")
+    m.add_argument("recipe")
+    m.add_argument("overrides", nargs="*", help="dotted overrides, e.g. lr=1e-5 data.train_path=prefs.jsonl")
+    m.set_defaults(fn=cmd_train_rm)
+    r = sub.add_parser("serve-reward", help="serve one registered reward over HTTP (bearer token, 127.0.0.1 by default)")
+    r.add_argument("target", help="a registered reward name, or a YAML file of reward-server settings")
+    r.add_argument("overrides", nargs="*", help="key=value settings, e.g. args.extract=math_verify max_batch=64")
+    r.add_argument("--host", help="bind address (default 127.0.0.1)")
+    r.add_argument("--port", type=int, help="port (default 8765)")
+    r.add_argument("--token", help="bearer token (default: $REWARDFLOW_REWARD_TOKEN)")
+    r.add_argument("--no-auth", action="store_true", help="serve without a token (loopback hosts only)")
+    r.set_defaults(fn=cmd_serve_reward)
     return p
 
 

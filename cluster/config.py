@@ -31,6 +31,18 @@ class RoleConfig(Section):
     num_workers: int = Field(1, ge=1)
     num_cpus: float = Field(1.0, ge=0)
     num_gpus: float = Field(0.0, ge=0)
+    # Custom Ray resources each worker needs, e.g. {node_a: 1} to pin a role to the nodes that
+    # were started with `ray start --resources='{"node_a": 1}'`.
+    resources: dict[str, float] = {}
+
+    @field_validator("resources")
+    @classmethod
+    def _custom_only(cls, res: dict[str, float]) -> dict[str, float]:
+        for name, amount in res.items():
+            if name in ("CPU", "GPU", "memory") or amount < 0:
+                raise ValueError(f"{name}: custom resources need a new name and an amount >= 0 "
+                                 "(use num_cpus / num_gpus for CPU and GPU)")
+        return res
 
 
 class ModelConfig(Section):
@@ -108,6 +120,9 @@ class RolloutConfig(RoleConfig):
     top_p: float = Field(1.0, gt=0, le=1)
     kv_cache_gib: float = Field(1.0, gt=0)
     gpu_memory_utilization: float = Field(0.4, gt=0, le=1)
+    # Prompts per request: a step's prompts go out in chunks of this size to the least-loaded
+    # rollout actor, and each chunk is scored as soon as it is generated. None: one chunk per actor.
+    chunk_prompts: int | None = Field(None, ge=1)
 
 
 class RewardRoleConfig(RoleConfig):
@@ -134,6 +149,8 @@ class TrainConfig(Section):
     prompts_per_step: int = Field(16, ge=1)
     seed: int = 0
     sync_every: int = Field(1, ge=1)
+    # Rollouts for steps t+1..t+k are generated while step t trains (0: synchronous, on-policy).
+    max_staleness: int = Field(0, ge=0)
     eval_every: int = Field(0, ge=0)  # 0: eval before and after only
     eval_max_new_tokens: int = Field(32, ge=1)
     output_dir: str = "runs/grpo_arith"

@@ -18,10 +18,13 @@ import torch
 from cluster.config import RecipeConfig, dump_recipe
 from cluster.data import PromptStream
 from cluster.metrics import PhaseTimer, RunLogger
+from cluster.pipeline import InFlight, RolloutPipeline, check_staleness
 from cluster.protocol import Prompts, Rollouts, SamplingSpec, Scores, TrainBatch, rollouts_to_tensors
 from learners.algos.base import Algorithm
 
 PHASES = ("generate", "score", "reference", "critic", "update", "weight_sync")
+# Asynchrony is a property of this loop (`train.max_staleness`, see cluster/pipeline.py), not a
+# second copy of it.
 
 
 @dataclass
@@ -33,6 +36,12 @@ class Roles:
     sync: object
     critic: object | None = None
 
+    def groups(self) -> dict[str, object]:
+        """The roles that run, by config section name."""
+        named = {"rollout": self.rollouts, "reward": self.rewards, "learner": self.learners,
+                 "reference": self.reference, "critic": self.critic}
+        return {k: v for k, v in named.items() if v is not None}
+
 
 class Controller:
     def __init__(self, cfg: RecipeConfig, roles: Roles, algorithm: Algorithm, train: Prompts,
@@ -41,21 +50,24 @@ class Controller:
         self.needs = algorithm.needs()
         self.stream = PromptStream(train, cfg.train.seed)
         self.evals, self.pad_id, self.logger = evals, pad_id, logger
-        self.version = 0
+        self.version = 0  # the newest policy version queued on the rollout actors
         self.samples_seen = 0
+        # Weights are synced every `sync_every` steps, which adds up to sync_every - 1 versions.
+        self.staleness_bound = cfg.train.max_staleness + cfg.train.sync_every - 1
+        self.pipeline = RolloutPipeline(self.staleness_bound, self.request_rollouts)
 
     # -- phases ---------------------------------------------------------------------------
-    def generate(self, prompts: Prompts) -> Rollouts:
+    def request_rollouts(self, step: int, version: int) -> InFlight:
+        """Generate (and, chunk by chunk as generations finish, score) one step's prompts."""
         r = self.cfg.rollout
         # No per-request seed: vLLM's CPU runner cannot rewind a seeded generator when a chunked
         # prefill discards a sample; the engine itself is seeded from train.seed.
         spec = SamplingSpec(n=self.needs.samples_per_prompt, max_new_tokens=r.max_new_tokens,
                             temperature=r.temperature, top_p=r.top_p,
                             mixture_coef=self.needs.mixture_coef if self.needs.mixture_sampling else None)
-        return self.roles.rollouts.generate(prompts, spec)
-
-    def score(self, rollouts: Rollouts) -> Scores:
-        return self.roles.rewards.score(rollouts)
+        prompts = self.stream.next_batch(self.cfg.train.prompts_per_step)
+        pending = self.roles.rollouts.submit(prompts, spec, r.chunk_prompts)
+        return InFlight(step, prompts, version, pending, self.roles.rewards.submit(pending))
 
     def reference_forward(self, tensors: dict) -> None:
         tensors["ref_logprobs"] = self.roles.reference.logprobs(_probe(tensors))
@@ -72,9 +84,13 @@ class Controller:
             metrics.update(self.roles.critic.finish_update(critic))
         return metrics
 
-    def sync_weights(self) -> None:
-        self.version += 1
-        self.roles.sync.sync(self.version)
+    def sync_weights(self, version: int) -> None:
+        """Queue the learner's weights on every rollout actor; they load them between requests.
+        The synchronous loop waits for the reload, the asynchronous one does not."""
+        self.version = version
+        self.roles.sync.start(version)
+        if self.cfg.train.max_staleness == 0:
+            self.roles.sync.finish()
 
     def evaluate(self) -> float:
         """Greedy accuracy on the held-out split."""
@@ -84,13 +100,16 @@ class Controller:
 
     # -- loop -----------------------------------------------------------------------------
     def train_step(self, step: int) -> dict[str, float]:
+        """Step `step` trains the policy from version `step` to `step + 1`."""
         timer = PhaseTimer()
         started = time.perf_counter()
-        prompts = self.stream.next_batch(self.cfg.train.prompts_per_step)
-        with timer.phase("generate"):
-            rollouts = self.generate(prompts)
+        self.pipeline.fill(self.version, self.cfg.train.steps)
+        item = self.pipeline.pop(step)
+        with timer.phase("generate"):  # waiting for rollouts: ~0 when they were made during the last update
+            rollouts = item.rollouts.result()
         with timer.phase("score"):
-            scores = self.score(rollouts)
+            scores = item.scores.result()
+        staleness = check_staleness(step, rollouts.policy_versions, self.staleness_bound)
         tensors = rollouts_to_tensors(rollouts, self.pad_id)
         with timer.phase("reference"):
             if self.needs.reference:
@@ -99,19 +118,20 @@ class Controller:
             if self.needs.critic:
                 self.critic_forward(tensors)
         batch, prep_metrics = self.algorithm.prepare(rollouts, scores, tensors)
-        trained_version = self.version
         with timer.phase("update"):
             train_metrics = self.update(batch)
         with timer.phase("weight_sync"):
             if (step + 1) % self.cfg.train.sync_every == 0:
-                self.sync_weights()
+                self.sync_weights(step + 1)
         step_s = time.perf_counter() - started
         self.samples_seen += len(rollouts)
         if step % max(1, self.cfg.train.steps // 4) == 0:
             self.logger.samples_table(step, rollouts, scores)
         return {
-            **rollout_metrics(rollouts, scores, trained_version),
-            **prep_metrics, **train_metrics, **timer.times,
+            **rollout_metrics(rollouts, scores), **prep_metrics, **train_metrics, **timer.times,
+            "async/staleness": float(staleness),
+            "async/in_flight": float(len(self.pipeline)),
+            "timing/reload": self.roles.sync.last_reload_s,
             "timing/step": step_s,
             "timing/other": step_s - sum(timer.times.values()),
             "perf/samples_per_s": len(rollouts) / step_s,
@@ -125,25 +145,31 @@ class Controller:
         self.logger.log(0, {"eval/accuracy": acc_before})
         step_times: list[dict] = []
         metrics: dict[str, float] = {}
+        curve = [{"step": 0, "wall_s": 0.0, "eval_accuracy": acc_before}]
         self.logger.start_progress()
         for step in range(cfg.steps):
             metrics = self.train_step(step)
             if cfg.eval_every and (step + 1) % cfg.eval_every == 0 and step + 1 < cfg.steps:
                 metrics["eval/accuracy"] = self.evaluate()
+                curve.append({"step": step + 1, "wall_s": time.perf_counter() - started,
+                              "eval_accuracy": metrics["eval/accuracy"]})
             step_times.append({k: v for k, v in metrics.items() if k.startswith("timing/")})
             self.logger.log(step + 1, metrics)
             self.logger.advance(metrics)
         if cfg.steps % cfg.sync_every:
-            self.sync_weights()  # eval and save the weights that were trained
+            self.sync_weights(cfg.steps)  # eval and save the weights that were trained
+        self.roles.sync.finish()
         acc_after = self.evaluate()
         self.logger.log(cfg.steps, {"eval/accuracy": acc_after})
         wall = time.perf_counter() - started
+        curve.append({"step": cfg.steps, "wall_s": wall, "eval_accuracy": acc_after})
         return {
             "steps": cfg.steps,
             "wall_s": wall,
             "samples_per_s": self.samples_seen / wall,
             "eval_accuracy_before": acc_before,
             "eval_accuracy_after": acc_after,
+            "accuracy_curve": curve,
             "final_metrics": metrics,
             "mean_step_timing_s": {k: float(np.mean([t[k] for t in step_times])) for k in step_times[0]},
             "recipe": dump_recipe(self.cfg),
@@ -155,14 +181,13 @@ def _probe(tensors: dict) -> TrainBatch:
     return TrainBatch(advantages=torch.zeros(len(tensors["input_ids"])), **tensors)
 
 
-def rollout_metrics(rollouts: Rollouts, scores: Scores, version: int) -> dict[str, float]:
+def rollout_metrics(rollouts: Rollouts, scores: Scores) -> dict[str, float]:
     lengths = np.array([len(r) for r in rollouts.response_ids])
     out = {
         "reward/total": float(np.mean(scores.values)),
         "reward/errors": float(scores.num_errors),
         "rollout/response_len": float(lengths.mean()),
         "rollout/truncated_frac": float(np.mean([f == "length" for f in rollouts.finish_reasons])),
-        "async/staleness": float(version - rollouts.policy_versions.min()),
     }
     out.update({f"reward/{k}": float(np.mean(v)) for k, v in scores.terms.items()})
     return out

@@ -4,7 +4,7 @@ Each wrapper owns its Ray actors and hides how work is split across them.
 """
 from __future__ import annotations
 
-from dataclasses import fields
+from dataclasses import dataclass, fields
 
 import numpy as np
 import ray
@@ -19,7 +19,9 @@ from cluster.config import RecipeConfig
 from cluster.placement import place_role, threads_for, worker_env
 from cluster.protocol import Prompts, Rollouts, SamplingSpec, Scores, TermScores, TrainBatch
 from learners.engine import num_micro_batches
+from rewards.base import PairwiseReward
 from rewards.compose import Combiner
+from rewards.registry import REWARDS
 
 
 def _spawn(cls, name: str, cfg: RecipeConfig, args_for, env: dict | None = None) -> list:
@@ -52,6 +54,40 @@ def _split(n: int, parts: int) -> list[tuple[int, int]]:
     return [(a, b) for a, b in zip(bounds, bounds[1:]) if b > a]
 
 
+class LoadBalancer:
+    """Sends each request to the actor with the least work in flight (by request size), so a
+    slow or busy actor gets less; with equal actors it degenerates to round-robin."""
+
+    def __init__(self, actors: list):
+        self.actors = actors
+        self.in_flight: list[list[tuple[object, int]]] = [[] for _ in actors]
+
+    def pick(self, size: int, ref_of) -> object:
+        """Call `ref_of(actor)` on the least-loaded actor; returns the ref."""
+        for items in self.in_flight:
+            if items:
+                done, _ = ray.wait([r for r, _ in items], num_returns=len(items), timeout=0)
+                items[:] = [(r, n) for r, n in items if r not in done]
+        i = min(range(len(self.actors)), key=lambda k: (sum(n for _, n in self.in_flight[k]), k))
+        ref = ref_of(self.actors[i])
+        self.in_flight[i].append((ref, size))
+        return ref
+
+
+@dataclass
+class PendingRollouts:
+    """Rollouts in generation: one ref per chunk of prompts, in prompt order."""
+
+    refs: list
+    offsets: list[int]  # index of each chunk's first prompt (its group-id offset)
+    _result: Rollouts | None = None
+
+    def result(self) -> Rollouts:
+        if self._result is None:
+            self._result = Rollouts.concat(ray.get(self.refs), self.offsets)
+        return self._result
+
+
 class RolloutGroup:
     def __init__(self, cfg: RecipeConfig, model_path: str, reference_path: str | None = None):
         r = cfg.rollout
@@ -60,19 +96,55 @@ class RolloutGroup:
             model_path, max_len, r.kv_cache_gib, r.gpu_memory_utilization, cfg.model.dtype, cfg.train.seed + i,
             reference_path))
         self.start_s = max(ray.get([a.ready.remote() for a in self.actors]))
+        self.balancer = LoadBalancer(self.actors)
+        self.reloads: list = []
+        self.last_reload_s = 0.0
+
+    def submit(self, prompts: Prompts, spec: SamplingSpec, chunk_prompts: int | None = None) -> PendingRollouts:
+        """Send the prompts out in chunks (default: one per actor) to the least-loaded actors."""
+        size = chunk_prompts or -(-len(prompts) // len(self.actors))
+        offsets = list(range(0, len(prompts), size))
+        refs = [self.balancer.pick(min(size, len(prompts) - lo), lambda a, lo=lo: a.generate.remote(
+            prompts.select(list(range(lo, min(lo + size, len(prompts))))), spec)) for lo in offsets]
+        return PendingRollouts(refs, offsets)
 
     def generate(self, prompts: Prompts, spec: SamplingSpec) -> Rollouts:
-        spans = _split(len(prompts), len(self.actors))
-        refs = [a.generate.remote(prompts.select(list(range(lo, hi))), spec)
-                for a, (lo, hi) in zip(self.actors, spans)]
-        return Rollouts.concat(ray.get(refs), [lo for lo, _ in spans])
+        return self.submit(prompts, spec).result()
 
-    def load_weights(self, weights_ref, version: int) -> float:
-        """Every actor pulls the same object-store copy; returns the slowest reload's seconds."""
-        return max(ray.get([a.load_weights.remote(weights_ref, version) for a in self.actors]))
+    def start_load_weights(self, weights_ref, version: int) -> None:
+        """Queue the reload on every actor: it runs after the requests already sent to that actor
+        and before any sent later, so no in-flight generation is cut short or mixes versions."""
+        self._collect_reloads(wait=False)
+        self.reloads += [a.load_weights.remote(weights_ref, version) for a in self.actors]
+
+    def finish_load_weights(self) -> float:
+        """Wait for every queued reload; the slowest finished reload's own seconds."""
+        self._collect_reloads(wait=True)
+        return self.last_reload_s
+
+    def _collect_reloads(self, wait: bool) -> None:
+        if not self.reloads:
+            return
+        done, self.reloads = ray.wait(self.reloads, num_returns=len(self.reloads), timeout=None if wait else 0)
+        if done:
+            self.last_reload_s = max(ray.get(done))
 
     def checksums(self) -> list[float]:
         return ray.get([a.checksum.remote() for a in self.actors])
+
+
+@dataclass
+class PendingScores:
+    """Scores of pending rollouts: each chunk is scored as soon as it is generated (the reward
+    call takes the chunk's ref, so Ray starts it when the chunk exists); combined on `result`."""
+
+    refs: list
+    rollouts: PendingRollouts
+    combine: object
+
+    def result(self) -> Scores:
+        raw = TermScores.concat(ray.get(self.refs))
+        return self.combine(raw, self.rollouts.result().group_ids)
 
 
 class RewardGroup:
@@ -81,19 +153,26 @@ class RewardGroup:
 
     def __init__(self, cfg: RecipeConfig):
         self.actors = _spawn(RewardActor, "reward", cfg, lambda i: (cfg.rewards, cfg.reward.timeout_s))
-        self.combiner = Combiner(cfg.rewards, cfg.reward.combine)
+        pointwise = [t for t in cfg.rewards if not issubclass(REWARDS[t.name], PairwiseReward)]
+        self.combiner = Combiner(pointwise, cfg.reward.combine) if pointwise else None
+        self.balancer = LoadBalancer(self.actors)
 
-    def _fan_out(self, rollouts: Rollouts, method: str) -> TermScores:
-        spans = _split(len(rollouts), len(self.actors))
-        return TermScores.concat(ray.get([getattr(a, method).remote(_slice(rollouts, lo, hi))
-                                          for a, (lo, hi) in zip(self.actors, spans)]))
+    def _combine(self, raw: TermScores, group_ids: np.ndarray) -> Scores:
+        values = (self.combiner(raw.terms, group_ids) if self.combiner is not None
+                  else np.zeros(len(raw.errors), dtype=np.float64))
+        return Scores(values=values, terms=raw.terms, errors=raw.errors, preferences=raw.preferences)
+
+    def submit(self, pending: PendingRollouts) -> PendingScores:
+        refs = [self.balancer.pick(1, lambda a, r=ref: a.score.remote(r)) for ref in pending.refs]
+        return PendingScores(refs, pending, self._combine)
 
     def score(self, rollouts: Rollouts) -> Scores:
-        raw = self._fan_out(rollouts, "score")
-        return Scores(values=self.combiner(raw.terms, rollouts.group_ids), terms=raw.terms, errors=raw.errors)
+        return self.submit(PendingRollouts([ray.put(rollouts)], [0])).result()
 
     def accuracy(self, rollouts: Rollouts) -> Scores:
-        raw = self._fan_out(rollouts, "accuracy")
+        spans = _split(len(rollouts), len(self.actors))
+        raw = TermScores.concat(ray.get([a.accuracy.remote(_slice(rollouts, lo, hi))
+                                         for a, (lo, hi) in zip(self.actors, spans)]))
         return Scores(values=raw.terms["accuracy"], terms=raw.terms, errors=raw.errors)
 
 

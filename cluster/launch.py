@@ -11,7 +11,7 @@ from cluster.config import RecipeConfig, dump_recipe
 from cluster.controller import Controller, Roles, write_summary
 from cluster.data import load_rows, render_prompts
 from cluster.metrics import RunLogger
-from cluster.placement import ROLES, start_ray
+from cluster.placement import ROLES, busy_seconds, node_ids, start_ray
 from learners.algos.registry import build_algorithm
 from learners.models import load_tokenizer, resolve_model_path
 
@@ -59,11 +59,14 @@ def train(cfg: RecipeConfig) -> dict:
         controller = Controller(cfg, roles, algorithm, train_prompts, eval_prompts,
                                 tokenizer.pad_token_id, logger)
         checksums_start = roles.rollouts.checksums()
+        placement = {name: node_ids(group.actors) for name, group in roles.groups().items()}
         summary = controller.run()
         if cfg.train.save_final:
             summary["final_checkpoint"] = roles.learners.save(str(out_dir / "final"))
         summary.update(startup_s=startup_s, total_wall_s=time.perf_counter() - started, ray_address=address,
-                       rollout_checksums={"start": checksums_start, "end": roles.rollouts.checksums()})
+                       rollout_checksums={"start": checksums_start, "end": roles.rollouts.checksums()},
+                       placement=placement,
+                       busy_s={name: busy_seconds(group.actors) for name, group in roles.groups().items()})
         summary["summary_path"] = str(write_summary(str(out_dir), summary))
         return summary
     finally:

@@ -33,14 +33,18 @@ def start_ray(cfg: RecipeConfig, roles: list[str]) -> str:
 def place_role(name: str, role: RoleConfig, strategy: str) -> list[dict]:
     """One placement group per role, one bundle per worker; returns each worker's actor options."""
     base = {"num_cpus": role.num_cpus, "num_gpus": role.num_gpus}
-    bundle = {k: v for k, v in (("CPU", role.num_cpus), ("GPU", role.num_gpus)) if v > 0}
+    if role.resources:
+        base["resources"] = dict(role.resources)
+    amounts = {"CPU": role.num_cpus, "GPU": role.num_gpus, **role.resources}
+    bundle = {k: v for k, v in amounts.items() if v > 0}
     if not bundle:  # Ray rejects empty bundles; a zero-resource worker needs no reservation
         return [dict(base) for _ in range(role.num_workers)]
     total = ray.cluster_resources()
     for res, amount in bundle.items():
         if amount * role.num_workers > total.get(res, 0):
+            knob = f"{name}.num_{res.lower()}s" if res in ("CPU", "GPU") else f"{name}.resources.{res}"
             raise RuntimeError(f"{name}: {role.num_workers} workers x {amount:g} {res} exceed the cluster's "
-                               f"{total.get(res, 0):g} {res}; lower {name}.num_workers or {name}.num_{res.lower()}s")
+                               f"{total.get(res, 0):g} {res}; lower {name}.num_workers or {knob}")
     pg = placement_group([bundle] * role.num_workers, strategy=strategy, name=f"rewardflow-{name}")
     try:
         ray.get(pg.ready(), timeout=300)
@@ -66,3 +70,13 @@ def threads_for() -> int:
     """Threads a worker may use: the synchronous loop's phases take turns, so each phase may use
     every core of its node rather than only its logical CPU share."""
     return max(1, os.cpu_count() or 1)
+
+
+def busy_seconds(actors: list) -> list[float]:
+    """Each actor's `busy_s`: seconds spent in its role's work (generate, score, update, ...)."""
+    return ray.get([a.__ray_call__.remote(lambda self: float(getattr(self, "busy_s", 0.0))) for a in actors])
+
+
+def node_ids(actors: list) -> list[str]:
+    """The Ray node each actor runs on (for the run summary: which role landed where)."""
+    return ray.get([a.__ray_call__.remote(lambda self: ray.get_runtime_context().get_node_id()) for a in actors])

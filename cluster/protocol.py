@@ -97,11 +97,13 @@ class TermScores:
 
     terms: dict[str, np.ndarray]
     errors: list[str | None]
+    preferences: np.ndarray | None = None  # per group (pair), when pairwise rewards ran
 
     @staticmethod
     def concat(parts: list["TermScores"]) -> "TermScores":
+        prefs = None if parts[0].preferences is None else np.concatenate([p.preferences for p in parts])
         return TermScores(terms={k: np.concatenate([p.terms[k] for p in parts]) for k in parts[0].terms},
-                          errors=[e for p in parts for e in p.errors])
+                          errors=[e for p in parts for e in p.errors], preferences=prefs)
 
 
 @dataclass

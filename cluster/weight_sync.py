@@ -10,20 +10,36 @@ from abc import ABC, abstractmethod
 
 
 class WeightSync(ABC):
+    last_reload_s: float = 0.0  # the slowest rollout actor's own reload seconds, last finished sync
+
     @abstractmethod
+    def start(self, version: int) -> None:
+        """Send the learner's current weights as `version`; every rollout actor loads them after
+        the requests it already has and before any later one."""
+
+    @abstractmethod
+    def finish(self) -> None:
+        """Wait until the last `start` has reached every rollout actor."""
+
     def sync(self, version: int) -> None:
-        """Make every rollout actor generate with the learner's current weights as `version`."""
+        self.start(version)
+        self.finish()
 
 
 class ObjectStoreSync(WeightSync):
     def __init__(self, learners, rollouts):
         self.learners = learners
         self.rollouts = rollouts
-        self.last_reload_s = 0.0
 
-    def sync(self, version: int) -> None:
-        weights_ref = self.learners.export_weights()
-        self.last_reload_s = self.rollouts.load_weights(weights_ref, version)
+    def start(self, version: int) -> None:
+        self.rollouts.start_load_weights(self.learners.export_weights(), version)
+
+    def finish(self) -> None:
+        self.rollouts.finish_load_weights()
+
+    @property
+    def last_reload_s(self) -> float:
+        return self.rollouts.last_reload_s
 
 
 class NcclBroadcastSync(WeightSync):
@@ -31,5 +47,8 @@ class NcclBroadcastSync(WeightSync):
         raise NotImplementedError(
             "NCCL weight broadcast (GPU / multi-node) is not built yet; use the object-store path")
 
-    def sync(self, version: int) -> None:  # pragma: no cover - never constructed
+    def start(self, version: int) -> None:  # pragma: no cover - never constructed
+        raise NotImplementedError
+
+    def finish(self) -> None:  # pragma: no cover - never constructed
         raise NotImplementedError

@@ -60,9 +60,36 @@ class Reward:
     Config: ClassVar[type[RewardConfig]] = RewardConfig
     taxonomy: ClassVar[Taxonomy]
     summary: ClassVar[str] = ""
+    # True when `example_config` needs a model or a server: its contract test is marked `cluster`.
+    heavy_example: ClassVar[bool] = False
 
     def __init__(self, cfg: RewardConfig):
         self.cfg = cfg
 
+    @classmethod
+    def example_config(cls) -> RewardConfig:
+        """A small config the contract test builds this reward from (tests/unit/test_reward_contract.py).
+
+        Override when the defaults cannot build (a required model path, a server URL): build or
+        start what the example needs locally (a tiny model under the cache, a thread server).
+        """
+        return cls.Config()
+
     def score(self, sample: Sample) -> float:
         raise NotImplementedError
+
+
+class PairwiseReward(Reward):
+    """A preference source: P(a ≻ b | prompt) for two responses to the same prompt.
+
+    Algorithms that train on pairs (online DPO / IPO, Nash-MD) ask for `prefer`; a pairwise
+    reward has no pointwise `score`.
+    """
+
+    def prefer(self, a: Sample, b: Sample) -> float:
+        """Probability in [0, 1] that `a` is preferred to `b` (0.5: no preference)."""
+        raise NotImplementedError
+
+    def score(self, sample: Sample) -> float:
+        raise TypeError(f"{type(self).__name__} is a pairwise reward: it compares two responses (prefer), "
+                        "it does not score one")

@@ -1,19 +1,38 @@
-"""Run reward terms over samples with isolation, and combine them as a weighted sum.
+"""Reward terms: run them over samples with isolation, then combine them into one reward.
 
-A term that raises or exceeds its timeout costs that sample only: its value is the term's
-`failure_value` (0), the error is recorded, and the run goes on.
+Running (reward actors): `score_terms` calls each term per sample in a worker thread with a
+timeout. A term that raises or exceeds it costs that sample only: its value is 0, the error is
+recorded (`reward/errors`), and the run goes on.
+
+Combining (the driver, once per step): normalisation and running statistics must see the whole
+step's batch, so reward actors return raw terms and `Combiner` turns them into the reward:
+
+    x_k = T_k(clip_k(N_k(r_k)))                  per term k: normalise, clip, transform
+    R_g = Σ_{k∈g} w_k · x_k                       per reward group g (weighted_sum: one group)
+    v   = R_g*,  g* = argmin_g mean_i R_g[i]      maxmin; weighted_sum: v = R_all
+    v  ← clip(N(v))                               the combined value, normalised and clipped
+
+The raw terms stay in `Scores.terms` (logged as `reward/<name>`); `Scores.values` is v.
 """
 from __future__ import annotations
 
 import concurrent.futures as cf
 from dataclasses import dataclass
+from typing import Callable, Literal, Optional, Sequence
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
-from cluster.protocol import Scores
+from cluster.protocol import Scores, TermScores
 from rewards.base import Reward, Sample
 
+EPS = 1e-6
+Normalize = Literal["none", "running", "whiten", "group"]
+Transform = Literal["none", "log_sigmoid"]
+Bounds = tuple[Optional[float], Optional[float]]
 
+
+# -- running terms with isolation ------------------------------------------------------------
 @dataclass
 class Term:
     name: str
@@ -33,7 +52,11 @@ class IsolatedRunner:
         self._pool = cf.ThreadPoolExecutor(max_workers=1)
 
     def call(self, reward: Reward, sample: Sample) -> tuple[float, str | None]:
-        future = self._pool.submit(reward.score, sample)
+        return self.run(reward.score, sample)
+
+    def run(self, fn: Callable[..., float], *args) -> tuple[float, str | None]:
+        """`fn(*args)` as a float, or (0.0, why) when it raised, timed out or was not finite."""
+        future = self._pool.submit(fn, *args)
         try:
             value = float(future.result(timeout=self.timeout_s))
         except cf.TimeoutError:
@@ -47,15 +70,254 @@ class IsolatedRunner:
         return value, None
 
 
-def score_weighted(terms: list[Term], samples: list[Sample], runner: IsolatedRunner) -> Scores:
-    """values_i = Σ_k w_k · r_k(sample_i); per-term raw values kept in `terms`."""
-    raw = {t.name: np.zeros(len(samples), dtype=np.float64) for t in terms}
+def score_terms(rewards: dict[str, Reward], samples: list[Sample], runner: IsolatedRunner) -> TermScores:
+    """Raw value of every term on every sample; a sample's first failure is its error."""
+    raw = {name: np.zeros(len(samples), dtype=np.float64) for name in rewards}
     errors: list[str | None] = [None] * len(samples)
     for i, sample in enumerate(samples):
-        for t in terms:
-            value, err = runner.call(t.reward, sample)
-            raw[t.name][i] = value
+        for name, reward in rewards.items():
+            raw[name][i], err = runner.call(reward, sample)
             if err is not None and errors[i] is None:
-                errors[i] = f"{t.name}: {err}"
-    values = sum(t.weight * raw[t.name] for t in terms)
-    return Scores(values=np.asarray(values, dtype=np.float64), terms=raw, errors=errors)
+                errors[i] = f"{name}: {err}"
+    return TermScores(terms=raw, errors=errors)
+
+
+def score_weighted(terms: list[Term], samples: list[Sample], runner: IsolatedRunner) -> Scores:
+    """values_i = Σ_k w_k · r_k(sample_i); per-term raw values kept in `terms`."""
+    raw = score_terms({t.name: t.reward for t in terms}, samples, runner)
+    values = weighted_sum(np.stack([raw.terms[t.name] for t in terms]), np.array([t.weight for t in terms]))
+    return Scores(values=values, terms=raw.terms, errors=raw.errors)
+
+
+
+def prefer_pairs(pairwise: dict[str, tuple[Reward, float]], pairs: list[tuple[Sample, Sample]],
+                 runner: IsolatedRunner) -> tuple[np.ndarray, list[str | None]]:
+    """P(first ≻ second) per pair: the weight-averaged `prefer` of the pairwise terms.
+
+    A term that fails on a pair counts as "no preference" (½) there — a failed judge must not
+    silently favour either side — and the pair's first error is recorded.
+    """
+    total = sum(w for _, w in pairwise.values())
+    prefs = np.zeros(len(pairs), dtype=np.float64)
+    errors: list[str | None] = [None] * len(pairs)
+    for i, (a, b) in enumerate(pairs):
+        for name, (reward, weight) in pairwise.items():
+            p, err = runner.run(reward.prefer, a, b)
+            if err is None and not 0.0 <= p <= 1.0:
+                err = f"preference {p} outside [0, 1]"
+            if err is not None:
+                p, errors[i] = 0.5, errors[i] or f"{name}: {err}"
+            prefs[i] += weight * p / total
+    return prefs, errors
+
+
+# -- combinators: pure functions over per-term arrays ------------------------------------------
+def weighted_sum(values: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """v_i = Σ_k w_k · r_k[i].   values: [K, B], weights: [K] -> [B]."""
+    return weights @ values
+
+
+def reward_group_sums(values: np.ndarray, weights: np.ndarray, membership: np.ndarray) -> np.ndarray:
+    """R_g[i] = Σ_k M[g, k] · w_k · r_k[i].   values: [K, B], weights: [K], membership M: [G, K] 0/1 -> [G, B]."""
+    return membership @ (weights[:, None] * values)
+
+
+def maxmin(group_values: np.ndarray) -> tuple[np.ndarray, int]:
+    """Egalitarian combination: each step optimises the reward group the policy serves worst.
+
+        g* = argmin_g (1/B) Σ_i R_g[i],      v_i = R_g*[i]
+
+    group_values: [G, B] -> (v [B], g*); ties go to the first group. MaxMin-RLHF (Chakraborty et
+    al. 2024, Alg. 1) picks g* by the policy's expected reward under each group's reward model
+    and runs PPO on r_g*; here that expectation is the mean over the step's batch.
+    """
+    g = int(np.argmin(group_values.mean(axis=1)))
+    return group_values[g], g
+
+
+def log_sigmoid(r: np.ndarray, ref: float) -> np.ndarray:
+    """u = log σ(r − r_ref) = −log(1 + e^{−(r − r_ref)}).   r: [B] -> [B], values in (−∞, 0).
+
+    Wang et al. 2024, "Transforming and Combining Rewards for Aligning LLMs": summing transformed
+    terms acts as a logical AND — a term far below its reference dominates the sum, a term far
+    above saturates at 0, so no term can buy off another. r_ref is a constant here (the paper
+    uses a per-prompt reference response's reward).
+    """
+    return -np.logaddexp(0.0, -(r - ref))
+
+
+def _std(x: np.ndarray) -> float:
+    return float(np.std(x, ddof=1)) if len(x) > 1 else 0.0
+
+
+def whiten(x: np.ndarray, eps: float = EPS) -> np.ndarray:
+    """(x_i − mean(x)) / (std(x) + eps) over the batch.   x: [B] -> [B].
+
+    std is the sample standard deviation (n − 1), as `learners.advantages`; one sample gives 0.
+    """
+    return (x - x.mean()) / (_std(x) + eps)
+
+
+def group_normalize(x: np.ndarray, group_ids: np.ndarray, eps: float = EPS) -> np.ndarray:
+    """(x_i − mean_g(x)) / (std_g(x) + eps) with g = group_ids[i] (the samples of one prompt).
+
+    x: [B], group_ids: [B] int -> [B]. Sample std (n − 1); a group of one sample gets 0.
+    """
+    _, inverse, counts = np.unique(group_ids, return_inverse=True, return_counts=True)
+    means = np.bincount(inverse, weights=x) / counts
+    centered = x - means[inverse]
+    var = np.bincount(inverse, weights=centered**2) / np.maximum(counts - 1, 1)
+    return centered / (np.sqrt(var)[inverse] + eps)
+
+
+@dataclass
+class RunningMoments:
+    """Count, mean and sum of squared deviations of every value seen so far."""
+
+    count: int = 0
+    mean: float = 0.0
+    m2: float = 0.0
+
+    def update(self, x: np.ndarray) -> None:
+        """Merge a batch (Chan, Golub & LeVeque 1979): δ = mean_x − mean,
+        mean += δ·n/N, m2 += m2_x + δ²·count·n/N, with N = count + n."""
+        n, total = len(x), self.count + len(x)
+        delta = float(x.mean()) - self.mean
+        self.m2 += float(((x - x.mean()) ** 2).sum()) + delta**2 * self.count * n / total
+        self.mean += delta * n / total
+        self.count = total
+
+    @property
+    def std(self) -> float:
+        return float(np.sqrt(self.m2 / max(self.count - 1, 1)))
+
+
+def running_normalize(x: np.ndarray, moments: RunningMoments, eps: float = EPS) -> np.ndarray:
+    """(x_i − μ) / (σ + eps) with μ, σ over every value so far, this batch included (so the
+    first step equals `whiten`). Updates `moments`.   x: [B] -> [B]."""
+    moments.update(x)
+    return (x - moments.mean) / (moments.std + eps)
+
+
+def clip(x: np.ndarray, bounds: Bounds | None) -> np.ndarray:
+    """min(max(x, lo), hi); a None bound is open."""
+    return x if bounds is None else np.clip(x, *bounds)
+
+
+NORMALIZERS: dict[str, Callable[[np.ndarray, np.ndarray, RunningMoments], np.ndarray]] = {
+    "none": lambda x, group_ids, moments: x,
+    "whiten": lambda x, group_ids, moments: whiten(x),
+    "group": lambda x, group_ids, moments: group_normalize(x, group_ids),
+    "running": lambda x, group_ids, moments: running_normalize(x, moments),
+}
+TRANSFORMS: dict[str, Callable[[np.ndarray, float], np.ndarray]] = {
+    "none": lambda x, ref: x,
+    "log_sigmoid": log_sigmoid,
+}
+
+
+# -- configuration -----------------------------------------------------------------------------
+def _valid_bounds(bounds: Bounds | None) -> Bounds | None:
+    if bounds is None:
+        return None
+    lo, hi = bounds
+    if lo is None and hi is None:
+        raise ValueError("clip needs a lower or an upper bound, e.g. [-1, 1] or [0, null]")
+    if lo is not None and hi is not None and lo >= hi:
+        raise ValueError(f"clip lower bound {lo:g} must be below the upper bound {hi:g}")
+    return bounds
+
+
+class TermCombineConfig(BaseModel):
+    """How one reward term enters the combined reward (the recipe's `rewards:` entries extend it)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    weight: float = 1.0
+    normalize: Normalize = "none"
+    clip: Bounds | None = None
+    transform: Transform = "none"
+    ref: float = 0.0  # r_ref of transform=log_sigmoid
+
+    _bounds = field_validator("clip")(_valid_bounds)
+
+    @field_validator("ref")
+    @classmethod
+    def _ref_needs_transform(cls, ref: float, info: ValidationInfo) -> float:
+        if ref != 0.0 and info.data.get("transform", "log_sigmoid") != "log_sigmoid":
+            raise ValueError("ref is the reference value of transform=log_sigmoid; set that transform or drop ref")
+        return ref
+
+
+class CombineConfig(BaseModel):
+    """How the terms combine into one reward (the recipe's `reward.combine` section)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kind: Literal["weighted_sum", "maxmin"] = "weighted_sum"
+    # maxmin: reward group -> its terms; a term listed nowhere is a group of its own.
+    groups: dict[str, list[str]] = {}
+    normalize: Normalize = "none"
+    clip: Bounds | None = None
+
+    _bounds = field_validator("clip")(_valid_bounds)
+
+    @field_validator("groups")
+    @classmethod
+    def _groups_for_maxmin(cls, groups: dict[str, list[str]], info: ValidationInfo) -> dict[str, list[str]]:
+        if groups and info.data.get("kind", "maxmin") != "maxmin":
+            raise ValueError("reward groups are only used by kind=maxmin")
+        for name, members in groups.items():
+            if not members:
+                raise ValueError(f"group {name!r} lists no terms")
+        listed = [m for members in groups.values() for m in members]
+        twice = sorted({m for m in listed if listed.count(m) > 1})
+        if twice:
+            raise ValueError(f"{', '.join(twice)} listed in more than one group")
+        return groups
+
+    def check_terms(self, names: Sequence[str]) -> None:
+        """Cross-check against the recipe's terms; the message names the key."""
+        for group, members in self.groups.items():
+            unknown = [m for m in members if m not in names]
+            if unknown:
+                raise ValueError(f"reward.combine.groups.{group}: {', '.join(unknown)} not among the "
+                                 f"rewards ({', '.join(names)})")
+        if self.kind == "maxmin" and len(reward_groups(names, self.groups)) < 2:
+            raise ValueError("reward.combine.kind: maxmin needs at least two reward groups")
+
+
+def reward_groups(names: Sequence[str], groups: dict[str, list[str]]) -> dict[str, list[str]]:
+    """The listed groups in order, then each unlisted term as a group of its own."""
+    listed = {m for members in groups.values() for m in members}
+    return {**groups, **{n: [n] for n in names if n not in listed}}
+
+
+# -- the driver-side combination -----------------------------------------------------------------
+class Combiner:
+    """Raw per-term values of one step's whole batch -> the combined reward [B].
+
+    Owned by the driver (`RewardGroup`): it holds the running statistics of `normalize=running`.
+    """
+
+    def __init__(self, terms: Sequence[TermCombineConfig], cfg: CombineConfig):
+        names = [t.name for t in terms]
+        cfg.check_terms(names)
+        self.terms, self.cfg = list(terms), cfg
+        groups = reward_groups(names, cfg.groups) if cfg.kind == "maxmin" else {"all": names}
+        self.membership = np.array([[n in members for n in names] for members in groups.values()], dtype=np.float64)
+        self.weights = np.array([t.weight for t in terms], dtype=np.float64)
+        self.moments = {n: RunningMoments() for n in names}
+        self.combined_moments = RunningMoments()
+
+    def __call__(self, raw: dict[str, np.ndarray], group_ids: np.ndarray) -> np.ndarray:
+        shaped = np.stack([self._shape(t, np.asarray(raw[t.name], dtype=np.float64), group_ids) for t in self.terms])
+        sums = reward_group_sums(shaped, self.weights, self.membership)
+        values = maxmin(sums)[0] if self.cfg.kind == "maxmin" else sums[0]
+        values = NORMALIZERS[self.cfg.normalize](values, group_ids, self.combined_moments)
+        return clip(values, self.cfg.clip)
+
+    def _shape(self, term: TermCombineConfig, r: np.ndarray, group_ids: np.ndarray) -> np.ndarray:
+        x = NORMALIZERS[term.normalize](r, group_ids, self.moments[term.name])
+        return TRANSFORMS[term.transform](clip(x, term.clip), term.ref)

@@ -49,3 +49,22 @@ def test_two_grpo_steps_sync_weights_and_log_finite_metrics(tiny_model_path, tmp
     written = json.loads((tmp_path / "summary.json").read_text())
     assert written["recipe"]["learner"]["num_workers"] == 2
     assert 0.0 <= written["eval_accuracy_after"] <= 1.0
+
+
+def test_async_grpo_with_two_rollout_actors_streams_chunks_within_the_staleness_bound(tiny_model_path, tmp_path):
+    """max_staleness=1: step t+1's rollouts are generated while step t trains, in chunks of one
+    prompt balanced over two rollout actors; every step trains on rollouts at most 1 version old."""
+    from cluster.launch import train
+
+    cfg = load_recipe("recipes/grpo_arith.yaml", tiny_overrides(tiny_model_path, tmp_path) + [
+        "train.steps=3", "train.max_staleness=1", "rollout.num_workers=2", "rollout.num_cpus=0.5",
+        "rollout.chunk_prompts=1", "train.save_final=false", "train.eval_every=2"])
+    summary = train(cfg)
+
+    assert summary["steps"] == 3
+    assert summary["final_metrics"]["async/staleness"] == 1.0  # step 2 trained on version-1 rollouts
+    assert len(summary["placement"]["rollout"]) == 2
+    assert all(b > 0 for b in summary["busy_s"]["rollout"]), "both rollout actors generated"
+    assert [p["step"] for p in summary["accuracy_curve"]] == [0, 2, 3]
+    start, end = summary["rollout_checksums"]["start"], summary["rollout_checksums"]["end"]
+    assert start[0] != end[0] and end[0] == pytest.approx(end[1], rel=1e-6)  # both actors got the final weights

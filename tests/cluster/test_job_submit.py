@@ -21,26 +21,45 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+WORKER_NODES = ("node_a", "node_b")
+
+
 @pytest.fixture(scope="module")
 def ray_head():
+    """A head and two worker nodes on loopback, each worker tagged with a custom resource."""
     port, dash = _free_port(), _free_port()
-    # A loopback-only test head: token auth off for head and clients alike, whatever an earlier
+    # A loopback-only test cluster: token auth off for nodes and clients alike, whatever an earlier
     # in-process ray.init left in this process's environment.
     env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "WANDB_MODE": "disabled",
            "RAY_AUTH_MODE": "disabled"}
     env.pop("RAY_ADDRESS", None)
-    subprocess.run([str(BIN / "ray"), "start", "--head", f"--port={port}", f"--dashboard-port={dash}",
-                    "--dashboard-host=127.0.0.1", "--num-cpus=4", "--include-dashboard=true",
-                    "--disable-usage-stats"], check=True, env=env, capture_output=True, timeout=180)
+    ray = str(BIN / "ray")
+    subprocess.run([ray, "start", "--head", f"--port={port}", f"--dashboard-port={dash}",
+                    "--dashboard-host=127.0.0.1", "--num-cpus=3", "--resources={\"head_node\": 1}",
+                    "--include-dashboard=true", "--disable-usage-stats"],
+                   check=True, env=env, capture_output=True, timeout=180)
     try:
-        yield f"http://127.0.0.1:{dash}", env
+        for name in WORKER_NODES:
+            subprocess.run([ray, "start", f"--address=127.0.0.1:{port}", "--num-cpus=2",
+                            f"--resources={{\"{name}\": 4}}", "--disable-usage-stats"],
+                           check=True, env=env, capture_output=True, timeout=180)
+        yield f"http://127.0.0.1:{dash}", env, f"127.0.0.1:{port}"
     finally:
-        subprocess.run([str(BIN / "ray"), "stop", "--force"], env=env, capture_output=True, timeout=120)
+        subprocess.run([ray, "stop", "--force"], env=env, capture_output=True, timeout=120)
+
+
+def _node_of_resource(gcs: str, env: dict) -> dict[str, str]:
+    """custom resource name -> id of the (alive) node that has it, asked from a fresh driver."""
+    code = ("import json, ray; ray.init(address=%r, log_to_driver=False); "
+            "print(json.dumps({r: n['NodeID'] for n in ray.nodes() if n['Alive'] for r in n['Resources']}))" % gcs)
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def test_ray_job_submit_runs_a_training_job(ray_head, tiny_model_path, tmp_path):
     """The job also trains on a user prompt file (JSONL), so that loader runs on the real stack."""
-    address, env = ray_head
+    address, env, _ = ray_head
     out = tmp_path / "job"
     prompts = tmp_path / "prompts.jsonl"
     prompts.write_text("\n".join(json.dumps({"question": f"What is {i} + {i}?", "answer": str(2 * i)})
@@ -60,7 +79,7 @@ def test_ray_job_submit_runs_a_training_job(ray_head, tiny_model_path, tmp_path)
 
 
 def test_rewardflow_submit_follows_the_job_to_success(ray_head, tiny_model_path, tmp_path):
-    address, env = ray_head
+    address, env, _ = ray_head
     out = tmp_path / "submitted"
     cmd = [str(BIN / "rewardflow"), "submit", "recipes/grpo_arith.yaml", "--address", address,
            *tiny_overrides(tiny_model_path, out), "train.steps=1", "train.save_final=false"]
@@ -68,3 +87,23 @@ def test_rewardflow_submit_follows_the_job_to_success(ray_head, tiny_model_path,
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert proc.stdout.strip().splitlines()[-1].endswith("SUCCEEDED")
     assert json.loads((out / "summary.json").read_text())["steps"] == 1
+
+
+def test_roles_placed_on_distinct_nodes_of_a_multi_node_cluster(ray_head, tiny_model_path, tmp_path):
+    """Per-role custom resources put rollout, learner and reward on three different nodes."""
+    address, env, gcs = ray_head
+    out = tmp_path / "multinode"
+    cmd = [str(BIN / "ray"), "job", "submit", f"--address={address}", "--",
+           "rewardflow", "train", str(Path("recipes/grpo_arith.yaml").resolve()),
+           *tiny_overrides(tiny_model_path, out), "train.steps=1", "train.save_final=false",
+           "rollout.resources={node_a: 1}", "learner.resources={node_b: 1}", "reference.resources={node_b: 1}",
+           "reward.resources={head_node: 0.5}"]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    placement = json.loads((out / "summary.json").read_text())["placement"]
+    nodes = _node_of_resource(gcs, env)
+    assert placement["rollout"] == [nodes["node_a"]]
+    assert placement["learner"] == [nodes["node_b"]]
+    assert placement["reference"] == [nodes["node_b"]]
+    assert placement["reward"] == [nodes["head_node"]]
+    assert len({nodes["node_a"], nodes["node_b"], nodes["head_node"]}) == 3

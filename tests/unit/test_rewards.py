@@ -1,12 +1,19 @@
 import threading
 
+import numpy as np
 import pytest
 
+from actors.reward import RewardActor
+from cluster.config import load_recipe
+from cluster.protocol import Rollouts
 from rewards.answer_format import AnswerFormat, AnswerFormatConfig
 from rewards.base import Reward, Sample
-from rewards.compose import IsolatedRunner, Term, score_weighted
+from rewards.compose import Combiner, IsolatedRunner, Term, score_terms, score_weighted
+from rewards.exact_match import ExactMatch, ExactMatchConfig
+from rewards.length_penalty import LengthPenalty, LengthPenaltyConfig
 from rewards.math_correct import MathCorrect, MathCorrectConfig
-from rewards.registry import REWARDS
+from rewards.regex_match import RegexMatch, RegexMatchConfig
+from rewards.repetition import Repetition, RepetitionConfig
 
 
 @pytest.mark.parametrize("response,answer,expected", [
@@ -89,13 +96,6 @@ def test_a_hanging_reward_times_out_and_the_next_call_still_runs():
         _Hangs.release.set()
 
 
-def test_every_registered_reward_builds_from_default_config_and_is_tagged():
-    for name, cls in REWARDS.items():
-        reward = cls(cls.Config())
-        assert reward.taxonomy.basis and reward.taxonomy.granularity, name
-        assert isinstance(reward.score(Sample("What is 1 + 1?", "2", "2")), float), name
-
-
 @pytest.mark.parametrize("tokens,expected", [
     (10, 0.0),     # L <= 48: no penalty
     (48, 0.0),
@@ -115,3 +115,101 @@ def test_overlong_config_rejects_cache_above_max():
 
     with pytest.raises(Exception, match="cache_tokens must not exceed max_tokens"):
         OverlongConfig(max_tokens=8, cache_tokens=16)
+
+
+@pytest.mark.parametrize("response,answer,expected", [
+    ("Paris", "paris", 1.0),                 # case folded
+    ("  New \n York ", "new york", 1.0),      # whitespace collapsed
+    ("Paris, France", "Paris", 0.0),
+    ("", "Paris", 0.0),
+])
+def test_exact_match(response, answer, expected):
+    assert ExactMatch(ExactMatchConfig()).score(Sample("q", response, answer)) == expected
+
+
+def test_exact_match_case_sensitive_and_custom_values():
+    r = ExactMatch(ExactMatchConfig(case_sensitive=True, correct=2.0, wrong=-1.0))
+    assert r.score(Sample("q", "Paris", "Paris")) == 2.0
+    assert r.score(Sample("q", "paris", "Paris")) == -1.0
+
+
+def test_exact_match_extracts_the_last_match():
+    tagged = ExactMatch(ExactMatchConfig(extract=r"<answer>(.*?)</answer>"))
+    assert tagged.score(Sample("q", "<answer>3</answer> no, <answer> 4 </answer>", "4")) == 1.0
+    assert tagged.score(Sample("q", "<answer>3</answer> no, <answer> 4 </answer>", "3")) == 0.0
+    assert tagged.score(Sample("q", "4", "4")) == 0.0  # no tag: no answer
+    no_group = ExactMatch(ExactMatchConfig(extract=r"\d+"))
+    assert no_group.score(Sample("q", "x 12 y 13", "13")) == 1.0
+
+
+def test_exact_match_needs_a_reference_and_a_valid_pattern():
+    with pytest.raises(ValueError, match="no reference answer"):
+        ExactMatch(ExactMatchConfig()).score(Sample("q", "4", " "))
+    with pytest.raises(ValueError, match="extract\n.*not a valid regular expression"):
+        ExactMatchConfig(extract="(")
+
+
+@pytest.mark.parametrize("response,reference,full,expected", [
+    (" 4.00 ", r"4(\.0+)?", True, 1.0),
+    ("4.5", r"4(\.0+)?", True, 0.0),        # fullmatch: "4" is only a prefix
+    ("4.5", r"4(\.0+)?", False, 1.0),       # search: "4" is found
+    ("PARIS", r"(?i)paris|parís", True, 1.0),
+    ("Lyon", r"(?i)paris|parís", True, 0.0),
+])
+def test_regex_match(response, reference, full, expected):
+    assert RegexMatch(RegexMatchConfig(full=full)).score(Sample("q", response, reference)) == expected
+
+
+def test_regex_match_extract_and_bad_reference():
+    r = RegexMatch(RegexMatchConfig(extract=r"Answer: (.*)"))
+    assert r.score(Sample("q", "A looks wrong.\nAnswer: b", "[Bb]")) == 1.0
+    assert r.score(Sample("q", "b", "[Bb]")) == 0.0
+    with pytest.raises(ValueError, match="is not a regular expression"):
+        r.score(Sample("q", "Answer: (", "("))
+
+
+@pytest.mark.parametrize("tokens,max_penalty,expected", [
+    (5, None, 0.0),       # within the 10-token budget
+    (10, None, 0.0),
+    (15, None, -0.5),     # −0.1 · (15 − 10)
+    (15, 0.3, -0.3),      # capped
+])
+def test_length_penalty(tokens, max_penalty, expected):
+    r = LengthPenalty(LengthPenaltyConfig(free_tokens=10, coef=0.1, max_penalty=max_penalty))
+    assert r.score(Sample("q", "x", num_tokens=tokens)) == pytest.approx(expected)
+
+
+@pytest.mark.parametrize("response,n,coef,expected", [
+    ("a b a b a b", 2, 1.0, -0.6),   # bigrams ab ba ab ba ab: 2 unique of 5 → −(1 − 2/5)
+    ("a a a b", 1, 0.5, -0.25),      # 2 unique of 4 words → −0.5 · (1 − 2/4)
+    ("the cat sat", 3, 1.0, 0.0),    # one trigram, unique
+    ("one two", 3, 1.0, 0.0),        # fewer words than n
+    ("", 3, 1.0, 0.0),
+])
+def test_repetition(response, n, coef, expected):
+    r = Repetition(RepetitionConfig(n=n, coef=coef))
+    assert r.score(Sample("q", response)) == pytest.approx(expected)
+
+
+def test_score_terms_keeps_raw_terms_and_first_error():
+    rewards = {"math_correct": MathCorrect(MathCorrectConfig()), "raises": _Raises(None),
+               "repetition": Repetition(RepetitionConfig(n=1))}
+    out = score_terms(rewards, [Sample("q", "2 2", "2"), Sample("q", "3", "2")], IsolatedRunner(timeout_s=5))
+    assert out.terms["math_correct"].tolist() == [1.0, 0.0]
+    assert out.terms["repetition"].tolist() == [-0.5, 0.0]   # "2 2": 1 unique of 2
+    assert out.terms["raises"].tolist() == [0.0, 0.0]
+    assert out.errors == ["raises: RuntimeError: boom"] * 2
+
+
+def test_reward_actor_returns_raw_terms_that_the_driver_combines():
+    cfg = load_recipe("recipes/grpo_arith.yaml", [
+        "rewards=[{name: math_correct}, {name: length_penalty, weight: 0.5, args: {free_tokens: 1, coef: 1}}]"])
+    rollouts = Rollouts(
+        prompt_ids=[np.array([1])] * 2, response_ids=[np.array([5]), np.array([5, 6, 7])],
+        rollout_logprobs=[np.zeros(1), np.zeros(3)], response_texts=["4", "It is 5"], finish_reasons=["stop"] * 2,
+        group_ids=np.array([0, 0]), policy_versions=np.array([0, 0]), prompt_texts=["2 + 2?"] * 2, answers=["4"] * 2)
+    raw = RewardActor(cfg.rewards, timeout_s=5).score(rollouts)
+    assert raw.terms["math_correct"].tolist() == [1.0, 0.0]
+    assert raw.terms["length_penalty"].tolist() == [0.0, -2.0]   # 3 tokens, 1 free
+    # 1 + 0.5·0 = 1; 0 + 0.5·(−2) = −1
+    assert Combiner(cfg.rewards, cfg.reward.combine)(raw.terms, rollouts.group_ids).tolist() == [1.0, -1.0]

@@ -1,0 +1,96 @@
+"""Preference pairs for reward-model training: JSONL files of {prompt, chosen, rejected}, and a
+seeded preference set built from the arithmetic task (a correct answer preferred to a wrong one).
+
+The arithmetic set takes its problems from `cluster.data.arithmetic_rows`, so with the GRPO
+recipe's task settings its held-out pairs are the GRPO eval problems, which the reward model
+never trains on. Chosen and rejected share one phrasing: only correctness tells them apart.
+"""
+from __future__ import annotations
+
+import json
+import operator
+import random
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from pydantic import Field
+
+from cluster.config import ArithmeticConfig, ConfigError, Section
+from cluster.data import Row, arithmetic_rows
+
+_OPS = {"+": operator.add, "-": operator.sub, "*": operator.mul}
+PHRASINGS = ("{x}", "The answer is {x}.", "{a} {op} {b} = {x}", "{x}. That is the answer.")
+
+
+@dataclass(frozen=True)
+class PreferencePair:
+    prompt: str  # the user message; the reward model applies the chat template
+    chosen: str
+    rejected: str
+
+
+class ArithmeticPrefsConfig(Section):
+    task: ArithmeticConfig = ArithmeticConfig(ops=["+", "-", "*"], train_size=200)
+    # The same text the GRPO recipe appends to its prompts.
+    instruction: str = " Answer with just the number."
+    pairs_per_problem: int = Field(2, ge=1)
+
+
+def _wrong_answer(row: Row, rng: random.Random) -> int:
+    """A plausible mistake: a near miss, or the result of another operator on the same operands."""
+    _, a, op, b = row.question.rstrip("?").rsplit(" ", 3)
+    right = int(row.answer)
+    other_ops = [fn(int(a), int(b)) for o, fn in _OPS.items() if o != op]
+    candidates = [right + d for d in (-3, -2, -1, 1, 2, 3)] + [v for v in other_ops if v != right]
+    return rng.choice(candidates)
+
+
+def _pairs(rows: list[Row], cfg: ArithmeticPrefsConfig, rng: random.Random) -> list[PreferencePair]:
+    out = []
+    for row in rows:
+        _, a, op, b = row.question.rstrip("?").rsplit(" ", 3)
+        for _ in range(cfg.pairs_per_problem):
+            phrasing = rng.choice(PHRASINGS)
+            wrong = _wrong_answer(row, rng)
+            out.append(PreferencePair(
+                prompt=row.question + cfg.instruction,
+                chosen=phrasing.format(x=row.answer, a=a, op=op, b=b),
+                rejected=phrasing.format(x=wrong, a=a, op=op, b=b),
+            ))
+    return out
+
+
+def arithmetic_preferences(cfg: ArithmeticPrefsConfig) -> tuple[list[PreferencePair], list[PreferencePair]]:
+    """(train, held-out) pairs; held-out problems never appear in train (see `arithmetic_rows`)."""
+    train_rows, eval_rows = arithmetic_rows(cfg.task)
+    rng = random.Random(cfg.task.seed + 1)
+    return _pairs(train_rows, cfg, rng), _pairs(eval_rows, cfg, rng)
+
+
+def write_pairs(pairs: list[PreferencePair], path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(asdict(p)) + "\n" for p in pairs))
+    return path
+
+
+def read_pairs(path: str | Path, key: str = "data.train_path") -> list[PreferencePair]:
+    """Pairs from a JSONL file with string fields prompt, chosen, rejected (other fields ignored)."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"{key}: {path}: no such file")
+    pairs = []
+    for n, line in enumerate(p.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            raise ConfigError(f"{key}: {path}:{n} is not valid JSON") from None
+        missing = [k for k in ("prompt", "chosen", "rejected") if not isinstance(row.get(k), str)]
+        if missing:
+            raise ConfigError(f"{key}: {path}:{n} lacks string field(s) {', '.join(missing)}")
+        pairs.append(PreferencePair(row["prompt"], row["chosen"], row["rejected"]))
+    if not pairs:
+        raise ConfigError(f"{key}: {path} holds no preference pairs")
+    return pairs

@@ -1,0 +1,298 @@
+"""`rewardflow serve-reward`: one registered reward served over HTTP.
+
+    REWARDFLOW_REWARD_TOKEN=... rewardflow serve-reward math_correct --port 8765 args.extract=math_verify
+    REWARDFLOW_REWARD_TOKEN=... rewardflow serve-reward serve.yaml    # a mapping of ServeConfig keys
+
+Every /v1 route needs `Authorization: Bearer <token>` (401 without one, 403 with a wrong one);
+/healthz does not. The server binds 127.0.0.1 unless --host says otherwise and refuses to serve
+without a token unless --no-auth is given, which only a loopback host accepts.
+
+Bad requests get a 4xx whose `detail` says what is wrong: malformed JSON 400, a body that does not
+fit the schema 422, a body over `max_body_bytes` or a batch over `max_batch` 413, a scalar route
+on a pairwise reward (or the reverse) 400. Samples are scored one at a time through
+`IsolatedRunner`: a reward that raises or runs past `timeout_s` costs that sample (value 0, error
+recorded). Samples not started within `request_timeout_s` of the request are not scored either.
+Batches run one at a time, so the hosted reward need not be thread-safe.
+The wire schema and the client reward (`remote`) are in rewards/remote.py.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import ipaddress
+import os
+import secrets
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi.concurrency import run_in_threadpool
+from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, ValidationError, ValidationInfo
+from pydantic import field_validator, model_validator
+
+from cluster.config import ConfigError, _format_error, _set_dotted, parse_overrides
+from rewards.base import PairwiseReward, Reward, Sample
+from rewards.compose import IsolatedRunner
+from rewards.registry import REWARDS
+from rewards.remote import TOKEN_ENV, BatchValues, PreferRequest, RewardInfo, ScoreRequest, WireTaxonomy
+from rewards.remote import from_wire
+
+
+class ServeConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    reward: str
+    args: SerializeAsAny[BaseModel] | None = Field(None, validate_default=True)
+    host: str = "127.0.0.1"
+    port: int = Field(8765, ge=0, le=65535)
+    auth: bool = True
+    timeout_s: float = Field(10.0, gt=0)
+    request_timeout_s: float = Field(60.0, gt=0)
+    max_batch: int = Field(256, ge=1)
+    max_body_bytes: int = Field(1 << 20, ge=1)
+
+    @field_validator("reward")
+    @classmethod
+    def _known(cls, name: str) -> str:
+        if name not in REWARDS:
+            raise ValueError(f"unknown reward {name!r}; known: {', '.join(sorted(REWARDS))}")
+        return name
+
+    @field_validator("args", mode="before")
+    @classmethod
+    def _build_args(cls, args: Any, info: ValidationInfo):
+        name = info.data.get("reward")
+        if name is None or isinstance(args, BaseModel):
+            return args
+        return REWARDS[name].Config(**(args or {}))
+
+    @model_validator(mode="after")
+    def _no_open_service(self):
+        if not self.auth and not is_loopback(self.host):
+            raise ValueError(f"serving without a token is allowed on a loopback host only (host {self.host})")
+        return self
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class _Prefer:
+    """Adapts `prefer(a, b)` to the `score(item)` call that IsolatedRunner makes."""
+
+    def __init__(self, reward: PairwiseReward):
+        self.reward = reward
+
+    def score(self, pair: tuple[Sample, Sample]) -> float:
+        p = float(self.reward.prefer(*pair))
+        if not 0.0 <= p <= 1.0:
+            raise ValueError(f"preference {p} is not a probability in [0, 1]")
+        return p
+
+
+class RewardService:
+    """What the routes call: batch checks, isolation, the request deadline, one batch at a time."""
+
+    def __init__(self, name: str, reward: Reward, cfg: ServeConfig):
+        self.name, self.reward, self.cfg = name, reward, cfg
+        self.pairwise = isinstance(reward, PairwiseReward)
+        self._runner = IsolatedRunner(cfg.timeout_s)
+        self._lock = threading.Lock()
+
+    def info(self) -> RewardInfo:
+        return RewardInfo(reward=self.name, summary=self.reward.summary, pairwise=self.pairwise,
+                          taxonomy=WireTaxonomy(**dataclasses.asdict(self.reward.taxonomy)),
+                          max_batch=self.cfg.max_batch)
+
+    def check(self, n: int, pairwise: bool) -> None:
+        """Raises HTTPException for a batch this service will not score."""
+        if pairwise != self.pairwise:
+            kind, route = ("pairwise", "/v1/prefer") if self.pairwise else ("scalar", "/v1/score")
+            raise HTTPException(400, f"reward {self.name!r} is a {kind} reward: use POST {route}")
+        if n > self.cfg.max_batch:
+            raise HTTPException(413, f"batch of {n} exceeds max_batch={self.cfg.max_batch}")
+
+    def score(self, samples: list[Sample], started: float) -> BatchValues:
+        return self._run(self.reward, samples, started)
+
+    def prefer(self, pairs: list[tuple[Sample, Sample]], started: float) -> BatchValues:
+        return self._run(_Prefer(self.reward), pairs, started)
+
+    def _run(self, scorer: Any, items: list, started: float) -> BatchValues:
+        deadline = started + self.cfg.request_timeout_s
+        if not self._lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
+            return self._unscored(len(items), "server busy")
+        try:
+            results = [self._one(scorer, item, deadline) for item in items]
+        finally:
+            self._lock.release()
+        return BatchValues(values=[v for v, _ in results], errors=[e for _, e in results])
+
+    def _one(self, scorer: Any, item: Any, deadline: float) -> tuple[float, str | None]:
+        if time.monotonic() >= deadline:
+            return 0.0, f"not scored: request_timeout_s={self.cfg.request_timeout_s:g} passed"
+        return self._runner.call(scorer, item)
+
+    def _unscored(self, n: int, why: str) -> BatchValues:
+        error = f"not scored: {why} past request_timeout_s={self.cfg.request_timeout_s:g}"
+        return BatchValues(values=[0.0] * n, errors=[error] * n)
+
+
+def bearer_auth(token: str | None):
+    """A FastAPI dependency: 401 without a bearer token, 403 with a wrong one; no-op if token is None."""
+
+    def check(request: Request) -> None:
+        if token is None:
+            return
+        header = request.headers.get("authorization")
+        if not header:
+            raise HTTPException(401, "missing bearer token (Authorization: Bearer <token>)",
+                                headers={"WWW-Authenticate": "Bearer"})
+        scheme, _, given = header.partition(" ")
+        if scheme.lower() != "bearer" or not given:
+            raise HTTPException(401, "malformed Authorization header; expected 'Bearer <token>'",
+                                headers={"WWW-Authenticate": "Bearer"})
+        if not secrets.compare_digest(given.strip().encode(), token.encode()):
+            raise HTTPException(403, "wrong bearer token")
+
+    return check
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, refused with 413 as soon as it is known to exceed `limit` bytes."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise HTTPException(413, f"request body of {declared} bytes exceeds max_body_bytes={limit}")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise HTTPException(413, f"request body exceeds max_body_bytes={limit}")
+    return bytes(body)
+
+
+async def parse_body(request: Request, model: type[BaseModel], limit: int) -> Any:
+    raw = await read_body(request, limit)
+    try:
+        return model.model_validate_json(raw)
+    except ValidationError as e:
+        first = e.errors()[0]
+        if first["type"] == "json_invalid":
+            raise HTTPException(400, f"malformed JSON: {first['msg']}") from None
+        loc = ".".join(str(p) for p in first["loc"]) or "body"
+        more = f" (and {e.error_count() - 1} more errors)" if e.error_count() > 1 else ""
+        raise HTTPException(422, f"{loc}: {first['msg']}{more}") from None
+
+
+def build_app(service: RewardService, token: str | None) -> FastAPI:
+    app = FastAPI(title=f"rewardflow reward {service.name}", docs_url=None, redoc_url=None, openapi_url=None)
+    auth = [Depends(bearer_auth(token))]
+    limit = service.cfg.max_body_bytes
+
+    @app.get("/healthz")
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/v1/info", dependencies=auth)
+    def info() -> RewardInfo:
+        return service.info()
+
+    @app.post("/v1/score", dependencies=auth)
+    async def score(request: Request) -> BatchValues:
+        body: ScoreRequest = await parse_body(request, ScoreRequest, limit)
+        service.check(len(body.samples), pairwise=False)
+        samples = [from_wire(s) for s in body.samples]
+        return await run_in_threadpool(service.score, samples, time.monotonic())
+
+    @app.post("/v1/prefer", dependencies=auth)
+    async def prefer(request: Request) -> BatchValues:
+        body: PreferRequest = await parse_body(request, PreferRequest, limit)
+        service.check(len(body.pairs), pairwise=True)
+        pairs = [(from_wire(p.a), from_wire(p.b)) for p in body.pairs]
+        return await run_in_threadpool(service.prefer, pairs, time.monotonic())
+
+    return app
+
+
+def load_serve_config(target: str, overrides: list[str] = (), **flags: Any) -> ServeConfig:
+    """`target` is a registered reward name or a YAML file of ServeConfig keys; then key=value
+    overrides, then the non-None `flags`. Raises ConfigError naming the key."""
+    tree = _read_yaml(Path(target)) if target.endswith((".yaml", ".yml")) else {"reward": target}
+    for key, value in parse_overrides(list(overrides)):
+        _set_dotted(tree, key, value)
+    tree.update({k: v for k, v in flags.items() if v is not None})
+    try:
+        return ServeConfig(**tree)
+    except ValidationError as e:
+        raise ConfigError(_format_error(e)) from None
+
+
+def _read_yaml(path: Path) -> dict:
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such file")
+    try:
+        tree = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+    if not isinstance(tree, dict):
+        raise ConfigError(f"{path}: top level must be a mapping of ServeConfig keys")
+    return tree
+
+
+def build_served_app(cfg: ServeConfig, token: str | None) -> FastAPI:
+    if cfg.auth and not token:
+        raise ConfigError(f"serve-reward: no token; pass --token or set {TOKEN_ENV} "
+                          "(or --no-auth, loopback hosts only)")
+    reward = REWARDS[cfg.reward](cfg.args)
+    return build_app(RewardService(cfg.reward, reward, cfg), token if cfg.auth else None)
+
+
+def serve(cfg: ServeConfig, token: str | None) -> None:
+    """Builds the reward and serves it until interrupted."""
+    import uvicorn
+
+    app = build_served_app(cfg, token)
+    print(f"rewardflow: serving reward {cfg.reward!r} on http://{cfg.host}:{cfg.port} "
+          f"(auth: {'bearer token' if cfg.auth else 'none'})", flush=True)
+    uvicorn.run(app, host=cfg.host, port=cfg.port, access_log=False, log_level="info")
+
+
+def start_thread_server(cfg: ServeConfig, token: str | None, timeout_s: float = 30) -> str:
+    """Serves `cfg` from uvicorn in a daemon thread of this process; returns its base URL.
+
+    For examples and tests; `port=0` picks a free port.
+    """
+    import uvicorn
+
+    app = build_served_app(cfg, token)
+    server = uvicorn.Server(uvicorn.Config(app, host=cfg.host, port=cfg.port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True, name=f"reward-server-{cfg.reward}")
+    thread.start()
+    deadline = time.monotonic() + timeout_s
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError(f"reward server for {cfg.reward!r} on {cfg.host}:{cfg.port} did not start")
+        time.sleep(0.01)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    return f"http://{cfg.host}:{port}"
+
+
+@functools.cache
+def example_server_url() -> str:
+    """`math_correct` without a token on a free 127.0.0.1 port, one per process (`Remote.example_config`)."""
+    return start_thread_server(load_serve_config("math_correct", port=0, auth=False), None)
+
+
+def serve_from_cli(target: str, overrides: list[str], host: str | None, port: int | None,
+                   token: str | None, no_auth: bool) -> int:
+    cfg = load_serve_config(target, overrides, host=host, port=port, auth=False if no_auth else None)
+    serve(cfg, token or os.environ.get(TOKEN_ENV))
+    return 0

@@ -1,0 +1,69 @@
+"""Exact match: `correct` when the response's answer equals the reference string, else `wrong`.
+
+The answer is the whole response or, with `extract`, the last match of that regular expression
+(its first group when it has one, e.g. r"<answer>(.*?)</answer>"); no match is a wrong answer.
+Both sides are normalised first: surrounding whitespace stripped, inner runs of whitespace
+collapsed to one space, case folded unless `case_sensitive`. Numbers with several spellings
+("0.5", "1/2") need `math_correct`; references that list accepted spellings need `regex_match`.
+"""
+from __future__ import annotations
+
+import re
+
+from pydantic import field_validator
+
+from rewards.base import Basis, Expression, Format, Granularity, Reward, RewardConfig, Sample, Taxonomy
+
+
+def valid_regex(pattern: str | None) -> str | None:
+    """Config check shared by the rule rewards that take a regular expression."""
+    if pattern is not None:
+        try:
+            re.compile(pattern)
+        except re.error as e:
+            raise ValueError(f"not a valid regular expression: {e}") from None
+    return pattern
+
+
+def extract_answer(text: str, pattern: re.Pattern | None) -> str | None:
+    """`text` itself without a pattern; else the last match (its group 1 if any), None if none."""
+    if pattern is None:
+        return text
+    matches = list(pattern.finditer(text))
+    if not matches:
+        return None
+    last = matches[-1]
+    return last.group(1) if pattern.groups else last.group(0)
+
+
+def normalize_text(text: str, case_sensitive: bool) -> str:
+    text = " ".join(text.split())
+    return text if case_sensitive else text.casefold()
+
+
+class ExactMatchConfig(RewardConfig):
+    extract: str | None = None
+    case_sensitive: bool = False
+    correct: float = 1.0
+    wrong: float = 0.0
+
+    _regex = field_validator("extract")(valid_regex)
+
+
+class ExactMatch(Reward):
+    Config = ExactMatchConfig
+    taxonomy = Taxonomy(Basis.RULE, Format.SCALAR, Expression.EXPLICIT, Granularity.SEQUENCE)
+    summary = "answer string equals the reference (whitespace/case normalised): short-answer QA, labels"
+
+    def __init__(self, cfg: ExactMatchConfig):
+        super().__init__(cfg)
+        self._extract = re.compile(cfg.extract, re.DOTALL) if cfg.extract else None
+
+    def score(self, sample: Sample) -> float:
+        if not sample.answer.strip():
+            raise ValueError("sample has no reference answer")
+        answer = extract_answer(sample.response, self._extract)
+        if answer is None:
+            return self.cfg.wrong
+        same = normalize_text(answer, self.cfg.case_sensitive) == normalize_text(sample.answer, self.cfg.case_sensitive)
+        return self.cfg.correct if same else self.cfg.wrong

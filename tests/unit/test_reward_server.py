@@ -1,0 +1,293 @@
+"""Reward service: the FastAPI app in-process (TestClient), then real `rewardflow serve-reward`
+subprocesses on free 127.0.0.1 ports driven by the `remote` client reward."""
+import json
+import logging
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+
+from cluster.cli import main
+from cluster.config import ConfigError
+from cluster.reward_server import RewardService, build_app, load_serve_config
+from rewards.base import Basis, Expression, Format, Granularity, PairwiseReward, Reward, Sample, Taxonomy
+from rewards.math_correct import MathCorrect
+from rewards.remote import TOKEN_ENV, Remote, RemoteConfig, RemoteRewardError
+
+TOKEN = "s3cret-token"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+RIGHT = {"prompt": "What is 40 + 2?", "response": "40 + 2 = 42", "answer": "42"}
+WRONG = {"prompt": "What is 40 + 2?", "response": "41", "answer": "42"}
+
+
+class _Hangs(Reward):
+    taxonomy = Taxonomy(Basis.RULE, Format.SCALAR, Expression.EXPLICIT, Granularity.SEQUENCE)
+
+    def __init__(self, release: threading.Event):
+        super().__init__(None)
+        self.release = release
+
+    def score(self, sample):
+        self.release.wait(10)
+        return 1.0
+
+
+class _Raises(Reward):
+    taxonomy = _Hangs.taxonomy
+
+    def score(self, sample):
+        raise RuntimeError("boom")
+
+
+class _Longer(PairwiseReward):
+    """P(a ≻ b) = 1 if a is longer, 0 if shorter, 2 (not a probability) on a tie."""
+
+    taxonomy = Taxonomy(Basis.MODEL, Format.PAIRWISE, Expression.EXPLICIT, Granularity.SEQUENCE)
+
+    def prefer(self, a, b):
+        if a.response == b.response:
+            return 2.0
+        return 1.0 if len(a.response) > len(b.response) else 0.0
+
+
+def _client(reward: Reward | None = None, token: str | None = TOKEN, **settings) -> TestClient:
+    cfg = load_serve_config("math_correct", [f"{k}={v}" for k, v in settings.items()])
+    reward = reward or MathCorrect(cfg.args)
+    return TestClient(build_app(RewardService("math_correct", reward, cfg), token))
+
+
+def test_score_values_and_info():
+    client = _client()
+    resp = client.post("/v1/score", headers=AUTH, json={"samples": [RIGHT, WRONG]})
+    assert resp.status_code == 200
+    assert resp.json() == {"values": [1.0, 0.0], "errors": [None, None]}
+    info = client.get("/v1/info", headers=AUTH).json()
+    assert info["taxonomy"] == {"basis": "rule", "format": "scalar", "expression": "explicit", "granularity": "sequence"}
+    assert (info["reward"], info["pairwise"], info["max_batch"]) == ("math_correct", False, 256)
+
+
+@pytest.mark.parametrize("headers,status,detail", [
+    ({}, 401, "missing bearer token (Authorization: Bearer <token>)"),
+    ({"Authorization": f"Basic {TOKEN}"}, 401, "malformed Authorization header; expected 'Bearer <token>'"),
+    ({"Authorization": "Bearer wrong"}, 403, "wrong bearer token"),
+])
+@pytest.mark.parametrize("method,path", [("POST", "/v1/score"), ("POST", "/v1/prefer"), ("GET", "/v1/info")])
+def test_auth_failures(headers, status, detail, method, path):
+    resp = _client().request(method, path, headers=headers, json={"samples": [RIGHT]})
+    assert (resp.status_code, resp.json()) == (status, {"detail": detail})
+
+
+def test_health_needs_no_token_and_no_auth_mode_needs_none():
+    assert _client().get("/healthz").json() == {"status": "ok"}
+    assert _client(token=None).post("/v1/score", json={"samples": [RIGHT]}).json()["values"] == [1.0]
+
+
+@pytest.mark.parametrize("body,status,detail", [
+    (b"{bad", 400, "malformed JSON: Invalid JSON: key must be a string at line 1 column 2"),
+    (b"", 400, "malformed JSON: Invalid JSON: EOF while parsing a value at line 1 column 0"),
+    (b'{"samples": [{"prompt": "q"}]}', 422, "samples.0.response: Field required"),
+    (b'{"samples": [{"prompt": "q", "response": "r", "num_tokens": -1}]}', 422,
+     "samples.0.num_tokens: Input should be greater than or equal to 0"),
+    (b'{"samples": [], "extra": 1}', 422, "extra: Extra inputs are not permitted"),
+    (b"[1, 2]", 422, "body: Input should be an object"),
+])
+def test_malformed_requests_get_4xx_with_a_message(body, status, detail):
+    resp = _client().post("/v1/score", headers=AUTH, content=body)
+    assert (resp.status_code, resp.json()) == (status, {"detail": detail})
+
+
+def test_body_size_limit_is_exact_and_streamed_bodies_are_counted():
+    body = json.dumps({"samples": [RIGHT]}).encode()
+    assert _client(max_body_bytes=len(body)).post("/v1/score", headers=AUTH, content=body).status_code == 200
+    resp = _client(max_body_bytes=len(body) - 1).post("/v1/score", headers=AUTH, content=body)
+    assert (resp.status_code, resp.json()["detail"]) == (413, f"request body of {len(body)} bytes exceeds max_body_bytes={len(body) - 1}")
+    # A chunked body declares no length: refused once 1000 bytes have arrived.
+    chunks = (b" " * 100 for _ in range(20))
+    resp = _client(max_body_bytes=1000).post("/v1/score", headers=AUTH, content=chunks)
+    assert (resp.status_code, resp.json()["detail"]) == (413, "request body exceeds max_body_bytes=1000")
+
+
+def test_batch_limit():
+    client = _client(max_batch=2)
+    assert client.post("/v1/score", headers=AUTH, json={"samples": [RIGHT, WRONG]}).status_code == 200
+    resp = client.post("/v1/score", headers=AUTH, json={"samples": [RIGHT, WRONG, RIGHT]})
+    assert (resp.status_code, resp.json()) == (413, {"detail": "batch of 3 exceeds max_batch=2"})
+
+
+def test_raising_and_hanging_rewards_cost_only_their_sample():
+    resp = _client(_Raises(None)).post("/v1/score", headers=AUTH, json={"samples": [RIGHT]})
+    assert (resp.status_code, resp.json()) == (200, {"values": [0.0], "errors": ["RuntimeError: boom"]})
+    release = threading.Event()
+    try:
+        resp = _client(_Hangs(release), timeout_s=0.2).post("/v1/score", headers=AUTH, json={"samples": [RIGHT]})
+        assert (resp.status_code, resp.json()) == (200, {"values": [0.0], "errors": ["timeout after 0.2s"]})
+        # Sample 0 starts at once and times out at 0.5 s, past the 0.25 s request budget: sample 1 never starts.
+        client = _client(_Hangs(release), timeout_s=0.5, request_timeout_s=0.25)
+        resp = client.post("/v1/score", headers=AUTH, json={"samples": [RIGHT, RIGHT]})
+        assert resp.json() == {"values": [0.0, 0.0],
+                               "errors": ["timeout after 0.5s", "not scored: request_timeout_s=0.25 passed"]}
+    finally:
+        release.set()
+
+
+def test_a_batch_waiting_past_its_request_timeout_is_not_scored():
+    cfg = load_serve_config("math_correct", ["timeout_s=0.5", "request_timeout_s=0.2"])
+    release = threading.Event()
+    service = RewardService("hangs", _Hangs(release), cfg)
+    first = threading.Thread(target=service.score, args=([Sample(**RIGHT)], time.monotonic()))
+    try:
+        first.start()
+        time.sleep(0.05)
+        # The first batch holds the service for 0.5 s; this one gives up waiting after 0.2 s.
+        assert service.score([Sample(**RIGHT)] * 2, time.monotonic()).errors == \
+            ["not scored: server busy past request_timeout_s=0.2"] * 2
+    finally:
+        release.set()
+        first.join()
+
+
+def test_pairwise_route_and_route_mismatch():
+    short, long_ = {"prompt": "q", "response": "ab"}, {"prompt": "q", "response": "abc"}
+    client = _client(_Longer(None))
+    pairs = [{"a": long_, "b": short}, {"a": short, "b": long_}, {"a": short, "b": short}]
+    assert client.post("/v1/prefer", headers=AUTH, json={"pairs": pairs}).json() == {
+        "values": [1.0, 0.0, 0.0], "errors": [None, None, "ValueError: preference 2.0 is not a probability in [0, 1]"]}
+    resp = client.post("/v1/score", headers=AUTH, json={"samples": [short]})
+    assert (resp.status_code, resp.json()) == (400, {"detail": "reward 'math_correct' is a pairwise reward: use POST /v1/prefer"})
+    resp = _client().post("/v1/prefer", headers=AUTH, json={"pairs": pairs})
+    assert (resp.status_code, resp.json()) == (400, {"detail": "reward 'math_correct' is a scalar reward: use POST /v1/score"})
+
+
+def test_start_up_errors_are_one_line(capsys, monkeypatch, tmp_path):
+    monkeypatch.delenv(TOKEN_ENV, raising=False)
+    assert main(["serve-reward", "nope"]) == 2
+    assert capsys.readouterr().err.startswith("rewardflow: error: reward: unknown reward 'nope'; known: answer_format,")
+    assert main(["serve-reward", "math_correct", "args.extract=regex"]) == 2
+    assert "args.extract: Input should be 'final_answer' or 'math_verify'" in capsys.readouterr().err
+    assert main(["serve-reward", "math_correct", "--port", "1"]) == 2
+    assert capsys.readouterr().err == (f"rewardflow: error: serve-reward: no token; pass --token or set {TOKEN_ENV} "
+                                       "(or --no-auth, loopback hosts only)\n")
+    with pytest.raises(ConfigError, match="without a token is allowed on a loopback host only"):
+        load_serve_config("math_correct", host="0.0.0.0", auth=False)
+    recipe = tmp_path / "serve.yaml"
+    recipe.write_text("reward: math_correct\nargs: {extract: math_verify}\nmax_batch: 8\n")
+    cfg = load_serve_config(str(recipe), ["timeout_s=2"], port=9999)
+    assert (cfg.args.extract, cfg.max_batch, cfg.timeout_s, cfg.port, cfg.host) == ("math_verify", 8, 2.0, 9999, "127.0.0.1")
+
+
+# --- real servers ---------------------------------------------------------------------------
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _start(port: int, log: Path, *settings: str) -> subprocess.Popen:
+    exe = Path(sys.executable).parent / "rewardflow"
+    cmd = [str(exe), "serve-reward", "math_correct", "--port", str(port), *settings]
+    with open(log, "ab") as out:
+        return subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, TOKEN_ENV: TOKEN})
+
+
+def _wait_healthy(proc: subprocess.Popen, port: int, log: Path) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, log.read_text()
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            time.sleep(0.2)
+    raise TimeoutError(log.read_text())
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    proc.wait(timeout=20)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    port, log = _free_port(), tmp_path_factory.mktemp("server") / "server.log"
+    proc = _start(port, log, "max_batch=3")
+    try:
+        _wait_healthy(proc, port, log)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        _stop(proc)
+
+
+def _remote(url: str, **cfg) -> Remote:
+    return Remote(RemoteConfig(url=url, token_env="RF_TEST_TOKEN", **cfg))
+
+
+def test_remote_reward_round_trip(server, monkeypatch, caplog):
+    monkeypatch.setenv("RF_TEST_TOKEN", TOKEN)
+    reward = _remote(server)
+    assert reward.taxonomy == MathCorrect.taxonomy
+    assert reward.score(Sample(**RIGHT)) == 1.0
+    # 5 samples go out as two requests (max_batch=3); the unparseable answer costs sample 4 only.
+    samples = [Sample(**RIGHT), Sample(**WRONG), Sample("q", "1/2", "0.5"), Sample("q", "7", "7"), Sample("q", "1", "")]
+    batch = reward.score_batch(samples)
+    assert batch.values == [1.0, 0.0, 1.0, 1.0, 0.0]
+    assert batch.errors == [None] * 4 + ["ValueError: reference answer '' does not parse"]
+    with pytest.raises(RemoteRewardError, match="reference answer '' does not parse"):
+        reward.score(Sample("q", "1", ""))
+    with pytest.raises(RemoteRewardError, match=r"/v1/prefer: HTTP 400: reward 'math_correct' is a scalar reward"):
+        reward.prefer(Sample(**RIGHT), Sample(**WRONG))
+    assert not [r for r in caplog.records if "retry" in r.getMessage()]
+
+
+def test_real_server_refuses_oversize_and_malformed_bodies(server):
+    resp = httpx.post(f"{server}/v1/score", headers=AUTH, content=b"x" * (2 << 20))
+    assert (resp.status_code, resp.json()) == (413, {"detail": f"request body of {2 << 20} bytes exceeds max_body_bytes={1 << 20}"})
+    resp = httpx.post(f"{server}/v1/score", headers=AUTH, content=b'{"samples": [')
+    assert (resp.status_code, resp.json()["detail"]) == (400, "malformed JSON: Invalid JSON: EOF while parsing a list at line 1 column 13")
+    assert httpx.get(f"{server}/healthz").json() == {"status": "ok"}
+
+
+def test_remote_reward_does_not_retry_4xx(server, monkeypatch, caplog):
+    monkeypatch.setenv("RF_TEST_TOKEN", "wrong")
+    with pytest.raises(RemoteRewardError, match=r"/v1/info: HTTP 403: wrong bearer token"):
+        _remote(server, retries=3, backoff_s=5.0)
+    assert not [r for r in caplog.records if "retry" in r.getMessage()]
+
+
+def test_remote_reward_gives_up_after_its_retries(caplog):
+    url = f"http://127.0.0.1:{_free_port()}"
+    with caplog.at_level(logging.WARNING, logger="rewards.remote"):
+        with pytest.raises(RemoteRewardError, match=r"/v1/info: failed after 3 attempts; last: ConnectError"):
+            _remote(url, retries=2, backoff_s=0.01)
+    assert [r.getMessage().split("; ")[1] for r in caplog.records] == ["retry 1/2 in 0.01s", "retry 2/2 in 0.02s"]
+
+
+def test_remote_reward_retries_while_the_server_restarts(monkeypatch, caplog, tmp_path):
+    monkeypatch.setenv("RF_TEST_TOKEN", TOKEN)
+    port, log = _free_port(), tmp_path / "server.log"
+    proc = _start(port, log)
+    try:
+        _wait_healthy(proc, port, log)
+        reward = _remote(f"http://127.0.0.1:{port}", retries=100, backoff_s=0.1, max_backoff_s=0.2)
+        _stop(proc)
+        proc = _start(port, log)
+        with caplog.at_level(logging.WARNING, logger="rewards.remote"):
+            assert reward.score(Sample(**RIGHT)) == 1.0
+    finally:
+        _stop(proc)
+    retries = [r.getMessage() for r in caplog.records if "retry" in r.getMessage()]
+    assert retries and all("/v1/score: ConnectError" in m for m in retries)
+
+
+def test_example_config_serves_math_correct_from_a_thread():
+    reward = Remote(Remote.example_config())
+    assert Remote.example_config() == reward.cfg  # one example server per process
+    assert reward.info.reward == "math_correct" and reward.taxonomy == MathCorrect.taxonomy
+    assert reward.score_batch([Sample(**RIGHT), Sample(**WRONG)]).values == [1.0, 0.0]
