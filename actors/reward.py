@@ -13,18 +13,25 @@ import numpy as np
 from cluster.protocol import Rollouts, TermScores
 from learners.algos.online_dpo import pair_rows
 from rewards.base import PairwiseReward, Sample
+from rewards.steps import StepReward, token_end_offsets
 from rewards.compose import IsolatedRunner, prefer_pairs, score_terms
 from rewards.math_correct import MathCorrect, MathCorrectConfig
 from rewards.registry import REWARDS
 
 
 class RewardActor:
-    def __init__(self, terms_cfg: list, timeout_s: float):
+    def __init__(self, terms_cfg: list, timeout_s: float, tokenizer_path: str | None = None):
         built = {t.name: (REWARDS[t.name](t.args), t.weight) for t in terms_cfg}
         self.rewards = {n: r for n, (r, _) in built.items() if not isinstance(r, PairwiseReward)}
         self.pairwise = {n: (r, w) for n, (r, w) in built.items() if isinstance(r, PairwiseReward)}
         self.runner = IsolatedRunner(timeout_s)
         self.verifier = {"accuracy": MathCorrect(MathCorrectConfig())}
+        self.stepwise = {n: r for n, r in self.rewards.items() if isinstance(r, StepReward)}
+        self.tokenizer = None
+        if self.stepwise:
+            from learners.models import load_tokenizer
+
+            self.tokenizer = load_tokenizer(tokenizer_path)
         self.busy_s = 0.0
 
     @staticmethod
@@ -36,6 +43,8 @@ class RewardActor:
         started = time.perf_counter()
         samples = self._samples(rollouts)
         out = score_terms(self.rewards, samples, self.runner)
+        if self.stepwise:
+            self._score_tokens(rollouts, samples, out)
         if self.pairwise:
             rows = pair_rows(np.asarray(rollouts.group_ids)).tolist()
             out.preferences, pair_errors = prefer_pairs(
@@ -44,6 +53,18 @@ class RewardActor:
                 out.errors[a] = out.errors[a] or err
         self.busy_s += time.perf_counter() - started
         return out
+
+    def _score_tokens(self, rollouts: Rollouts, samples: list[Sample], out: TermScores) -> None:
+        """Per-token values of step rewards; a failure costs that sample (zeros, error recorded)."""
+        for name, reward in self.stepwise.items():
+            values = []
+            for i, (sample, ids) in enumerate(zip(samples, rollouts.response_ids)):
+                tokens, err = self.runner.run_any(
+                    lambda s=sample, t=list(ids): reward.score_tokens(s, token_end_offsets(self.tokenizer, t)))
+                values.append(np.zeros(len(ids)) if err is not None else tokens)
+                if err is not None:
+                    out.errors[i] = out.errors[i] or f"{name}: {err}"
+            out.token_terms[name] = values
 
     def accuracy(self, rollouts: Rollouts) -> TermScores:
         """Correctness of the final answer against the reference (for eval/accuracy)."""

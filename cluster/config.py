@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, ValidationErr
 
 from learners.algos.registry import ALGORITHMS
 from rewards.compose import CombineConfig, TermCombineConfig
+from rewards.base import PairwiseReward
 from rewards.registry import REWARDS
 
 
@@ -197,6 +198,7 @@ class RecipeConfig(Section):
             raise ValueError(f"rewards: {', '.join(dup)} listed twice; each term needs a distinct reward")
         self.reward.combine.check_terms(names)
         algorithm = ALGORITHMS[self.algo.name](self.algo)
+        _check_term_kinds(self.rewards, algorithm.needs().pairs)
         units = algorithm.train_rows(self.train.prompts_per_step) // algorithm.rows_per_unit
         roles = ["learner", "critic"] if algorithm.needs().critic else ["learner"]
         for role in roles:
@@ -216,6 +218,19 @@ class RecipeConfig(Section):
         if data["name"] not in ALGORITHMS:
             raise ValueError(f"unknown algorithm {data['name']!r}; known: {', '.join(sorted(ALGORITHMS))}")
         return ALGORITHMS[data["name"]].Config(**data)
+
+
+def _check_term_kinds(terms: list[RewardTermConfig], pairs: bool) -> None:
+    """Reject terms the reward actors cannot run for this algorithm."""
+    pair_algos = sorted(n for n, a in ALGORITHMS.items() if a(a.Config()).needs().pairs)
+    for i, t in enumerate(terms):
+        cls = REWARDS[t.name]
+        if getattr(cls, "needs_logprobs", False):
+            raise ValueError(f"rewards.{i}.name: {t.name} is computed from policy and reference logprobs, not "
+                             "from text; it cannot be a recipe reward term yet")
+        if issubclass(cls, PairwiseReward) and not pairs:
+            raise ValueError(f"rewards.{i}.name: {t.name} compares two responses; only pair algorithms "
+                             f"({', '.join(pair_algos)}) use pairwise rewards")
 
 
 def _set_dotted(tree: dict, dotted: str, value: Any) -> None:

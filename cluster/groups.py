@@ -20,7 +20,7 @@ from cluster.placement import place_role, threads_for, worker_env
 from cluster.protocol import Prompts, Rollouts, SamplingSpec, Scores, TermScores, TrainBatch
 from learners.engine import num_micro_batches
 from rewards.base import PairwiseReward
-from rewards.compose import Combiner
+from rewards.compose import Combiner, token_rewards
 from rewards.registry import REWARDS
 
 
@@ -144,23 +144,29 @@ class PendingScores:
 
     def result(self) -> Scores:
         raw = TermScores.concat(ray.get(self.refs))
-        return self.combine(raw, self.rollouts.result().group_ids)
+        return self.combine(raw, self.rollouts.result())
 
 
 class RewardGroup:
     """Reward actors score their shares of the batch term by term; the driver combines the whole
     step's terms here, in one place, since normalisation must see every sample."""
 
-    def __init__(self, cfg: RecipeConfig):
-        self.actors = _spawn(RewardActor, "reward", cfg, lambda i: (cfg.rewards, cfg.reward.timeout_s))
+    def __init__(self, cfg: RecipeConfig, tokenizer_path: str | None = None):
+        self.weights = {t.name: t.weight for t in cfg.rewards}
+        self.actors = _spawn(RewardActor, "reward", cfg, lambda i: (cfg.rewards, cfg.reward.timeout_s, tokenizer_path))
         pointwise = [t for t in cfg.rewards if not issubclass(REWARDS[t.name], PairwiseReward)]
         self.combiner = Combiner(pointwise, cfg.reward.combine) if pointwise else None
         self.balancer = LoadBalancer(self.actors)
 
-    def _combine(self, raw: TermScores, group_ids: np.ndarray) -> Scores:
-        values = (self.combiner(raw.terms, group_ids) if self.combiner is not None
+    def _combine(self, raw: TermScores, rollouts: Rollouts) -> Scores:
+        values = (self.combiner(raw.terms, rollouts.group_ids) if self.combiner is not None
                   else np.zeros(len(raw.errors), dtype=np.float64))
-        return Scores(values=values, terms=raw.terms, errors=raw.errors, preferences=raw.preferences)
+        tokens = None
+        if raw.token_terms:
+            tokens = token_rewards(values, raw.token_terms, self.weights,
+                                   [len(r) for r in rollouts.response_ids])
+        return Scores(values=values, terms=raw.terms, errors=raw.errors, preferences=raw.preferences,
+                      token_rewards=tokens)
 
     def submit(self, pending: PendingRollouts) -> PendingScores:
         refs = [self.balancer.pick(1, lambda a, r=ref: a.score.remote(r)) for ref in pending.refs]

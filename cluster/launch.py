@@ -27,7 +27,7 @@ def build_roles(cfg: RecipeConfig, model_path: str, needs) -> Roles:
     rollouts = RolloutGroup(cfg, model_path, reference_path=model_path if needs.mixture_sampling else None)
     return Roles(
         rollouts=rollouts,
-        rewards=RewardGroup(cfg),
+        rewards=RewardGroup(cfg, model_path),
         learners=learners,
         reference=ReferenceGroup(cfg, model_path) if needs.reference else None,
         critic=CriticGroup(cfg, model_path) if needs.critic else None,

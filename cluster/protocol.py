@@ -84,6 +84,8 @@ class Scores:
     terms: dict[str, np.ndarray]
     errors: list[str | None]
     preferences: np.ndarray | None = None
+    # When step / token rewards ran: per-sample token rewards [T_i] summing to `values[i]`.
+    token_rewards: list[np.ndarray] | None = None
 
     @property
     def num_errors(self) -> int:
@@ -98,12 +100,15 @@ class TermScores:
     terms: dict[str, np.ndarray]
     errors: list[str | None]
     preferences: np.ndarray | None = None  # per group (pair), when pairwise rewards ran
+    # Step / token granularity terms: each sample's per-response-token values, [T_i].
+    token_terms: dict[str, list[np.ndarray]] = field(default_factory=dict)
 
     @staticmethod
     def concat(parts: list["TermScores"]) -> "TermScores":
         prefs = None if parts[0].preferences is None else np.concatenate([p.preferences for p in parts])
         return TermScores(terms={k: np.concatenate([p.terms[k] for p in parts]) for k in parts[0].terms},
-                          errors=[e for p in parts for e in p.errors], preferences=prefs)
+                          errors=[e for p in parts for e in p.errors], preferences=prefs,
+                          token_terms={k: [v for p in parts for v in p.token_terms[k]] for k in parts[0].token_terms})
 
 
 @dataclass

@@ -56,18 +56,22 @@ class IsolatedRunner:
 
     def run(self, fn: Callable[..., float], *args) -> tuple[float, str | None]:
         """`fn(*args)` as a float, or (0.0, why) when it raised, timed out or was not finite."""
-        future = self._pool.submit(fn, *args)
+        value, err = self.run_any(lambda: float(fn(*args)))
+        if err is None and not np.isfinite(value):
+            err = f"non-finite value {value}"
+        return (value, None) if err is None else (0.0, err)
+
+    def run_any(self, fn: Callable[[], object]) -> tuple[object, str | None]:
+        """`fn()`'s result, or (None, why) when it raised or timed out."""
+        future = self._pool.submit(fn)
         try:
-            value = float(future.result(timeout=self.timeout_s))
+            return future.result(timeout=self.timeout_s), None
         except cf.TimeoutError:
             self._pool.shutdown(wait=False, cancel_futures=True)
             self._pool = cf.ThreadPoolExecutor(max_workers=1)
-            return 0.0, f"timeout after {self.timeout_s:g}s"
+            return None, f"timeout after {self.timeout_s:g}s"
         except Exception as e:  # any failure of user reward code costs this sample only
-            return 0.0, f"{type(e).__name__}: {e}"
-        if not np.isfinite(value):
-            return 0.0, f"non-finite value {value}"
-        return value, None
+            return None, f"{type(e).__name__}: {e}"
 
 
 def score_terms(rewards: dict[str, Reward], samples: list[Sample], runner: IsolatedRunner) -> TermScores:
@@ -321,3 +325,27 @@ class Combiner:
     def _shape(self, term: TermCombineConfig, r: np.ndarray, group_ids: np.ndarray) -> np.ndarray:
         x = NORMALIZERS[term.normalize](r, group_ids, self.moments[term.name])
         return TRANSFORMS[term.transform](clip(x, term.clip), term.ref)
+
+
+def token_rewards(values: np.ndarray, token_terms: dict[str, list[np.ndarray]], weights: dict[str, float],
+                  lengths: Sequence[int]) -> list[np.ndarray]:
+    """Per-token rewards [T_i] for each sample, summing to its combined value.
+
+        r_i,t = Σ_{k step/token} w_k · tok_k,i[t]  +  [t = T_i − 1] · (v_i − Σ_k w_k · Σ_t tok_k,i[t])
+
+    The step / token terms keep their own credit assignment (value at the end of each step); the
+    rest of the combined value v_i (sequence terms, the difference between a step term's
+    aggregate and its step sum, and whatever normalisation or transforms changed) lands on the
+    last token, as a sequence reward would, so Σ_t r_i,t = v_i. Empty responses get [].
+    """
+    out = []
+    for i, n in enumerate(lengths):
+        r = np.zeros(n, dtype=np.float64)
+        if n == 0:
+            out.append(r)
+            continue
+        for k, per_sample in token_terms.items():
+            r += weights[k] * np.asarray(per_sample[i], dtype=np.float64)[:n]
+        r[-1] += values[i] - r.sum()
+        out.append(r)
+    return out

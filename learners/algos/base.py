@@ -11,7 +11,8 @@ from typing import ClassVar
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from cluster.protocol import Rollouts, Scores, TrainBatch
+from cluster.protocol import Rollouts, Scores, TrainBatch, pad_right
+from learners.advantages import kl_penalized_token_rewards
 from learners.losses import Normaliser, aggregate, clipped_surrogate, kl_k3
 
 
@@ -94,3 +95,23 @@ def clipped_policy_loss(
         per_token = pg + kl_coef * kl
         metrics["train/kl"] = aggregate(kl, mask, "token_mean", norm).detach()
     return aggregate(per_token, mask, loss_agg, norm), metrics
+
+
+def token_level_rewards(scores: Scores, tensors: dict[str, torch.Tensor], kl_coef: float,
+                        values: torch.Tensor | None = None) -> torch.Tensor:
+    """Per-token rewards [B, T] for token-level advantage estimators (PPO, REINFORCE++).
+
+        r_t = tok_t + [t = last] · (v − Σ_t tok_t) − kl_coef · (log π_rollout − log π_ref)_t
+
+    tok: `scores.token_rewards` when step / token rewards ran (they sum to `scores.values`),
+    else 0; v: the sequence rewards [B] (default `scores.values`; an algorithm may pass them
+    shifted by a baseline). The KL term needs `ref_logprobs` in `tensors` (else it is skipped).
+    """
+    mask = tensors["response_mask"]
+    seq = torch.as_tensor(scores.values, dtype=torch.float32) if values is None else values
+    if scores.token_rewards is None:
+        return kl_penalized_token_rewards(seq, tensors["rollout_logprobs"], tensors.get("ref_logprobs"), mask, kl_coef)
+    tokens = pad_right(scores.token_rewards, 0.0, torch.float32, width=mask.shape[1]) * mask
+    rest = seq - tokens.sum(-1)
+    return tokens + kl_penalized_token_rewards(rest, tensors["rollout_logprobs"], tensors.get("ref_logprobs"),
+                                               mask, kl_coef)

@@ -1,7 +1,7 @@
 """PPO with a learned critic (Schulman et al. 2017; RLHF form of Ouyang et al. 2022).
 
 prepare: token rewards r_t = −kl_coef·(log π_rollout − log π_ref) on every token (kl_mode=reward)
-         + the sequence score on the last token; GAE(γ, λ) against the critic's values V(s_t)
+         + the sequence score on the last token (step rewards: at each step's end); GAE(γ, λ) against the critic's values V(s_t)
          gives advantages and returns; advantages whitened over the step's batch.
 loss:    clipped surrogate on ρ = π/π_rollout with token-level advantages (+ kl_coef·k3 as a loss
          term when kl_mode=loss).
@@ -15,8 +15,8 @@ import torch
 from pydantic import Field
 
 from cluster.protocol import Rollouts, Scores, TrainBatch
-from learners.advantages import gae, kl_penalized_token_rewards, whiten
-from learners.algos.base import AlgoConfig, Algorithm, Needs, clipped_policy_loss
+from learners.advantages import gae, whiten
+from learners.algos.base import AlgoConfig, Algorithm, Needs, clipped_policy_loss, token_level_rewards
 from learners.losses import Normaliser, aggregate, clipped_value_loss
 from learners.ops import masked_mean
 
@@ -48,9 +48,7 @@ class PPO(Algorithm):
         mask = tensors["response_mask"]
         values = tensors.pop("values") * mask
         in_reward = cfg.kl_mode == "reward" and cfg.kl_coef > 0
-        token_rewards = kl_penalized_token_rewards(
-            torch.as_tensor(scores.values, dtype=torch.float32), tensors["rollout_logprobs"],
-            tensors.get("ref_logprobs") if in_reward else None, mask, cfg.kl_coef if in_reward else 0.0)
+        token_rewards = token_level_rewards(scores, tensors, cfg.kl_coef if in_reward else 0.0)
         advantages, returns = gae(token_rewards, values, mask, cfg.gamma, cfg.lam)
         if cfg.whiten_advantages:
             advantages = whiten(advantages, mask)

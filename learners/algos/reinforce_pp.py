@@ -14,8 +14,8 @@ import torch
 from pydantic import Field
 
 from cluster.protocol import Rollouts, Scores, TrainBatch
-from learners.advantages import discounted_returns, group_normalized_advantages, kl_penalized_token_rewards, whiten
-from learners.algos.base import AlgoConfig, Algorithm, Needs, clipped_policy_loss
+from learners.advantages import discounted_returns, group_normalized_advantages, whiten
+from learners.algos.base import AlgoConfig, Algorithm, Needs, clipped_policy_loss, token_level_rewards
 from learners.losses import Normaliser
 
 
@@ -42,8 +42,7 @@ class ReinforcePP(Algorithm):
         seq = torch.as_tensor(scores.values, dtype=torch.float32)
         if cfg.baseline == "group":
             seq = group_normalized_advantages(seq, torch.as_tensor(rollouts.group_ids), scale="none")
-        token_rewards = kl_penalized_token_rewards(seq, tensors["rollout_logprobs"], tensors.get("ref_logprobs"),
-                                                   mask, cfg.kl_coef)
+        token_rewards = token_level_rewards(scores, tensors, cfg.kl_coef, values=seq)
         advantages = whiten(discounted_returns(token_rewards, mask, cfg.gamma), mask)
         return TrainBatch(advantages=advantages, **tensors), {}
 

@@ -37,6 +37,10 @@ def test_config_is_frozen():
     ("cluster.num_cpus=-2", "cluster.num_cpus: Input should be greater than 0 (got -2)"),
     ("rewards=[{name: math_correct}, {name: math_correct, weight: 2}]",
      "rewards: math_correct listed twice; each term needs a distinct reward"),
+    ("rewards=[{name: implicit}]", "rewards.0.name: implicit is computed from policy and reference logprobs"),
+    ("rewards=[{name: remote_pairwise_probe}]", "rewards.0.name: unknown reward"),
+    ("rollout.resources={CPU: 1}", "rollout.resources: CPU: custom resources need a new name"),
+    ("train.max_staleness=-1", "train.max_staleness: Input should be greater than or equal to 0 (got -1)"),
     ("train.prompts_per_step=1", "train.prompts_per_step: 8 training units per step cannot feed 4 learner ranks x 4 mini-batches"),
 ])
 def test_bad_values_give_one_line_naming_the_key(override, message):
@@ -64,3 +68,19 @@ def test_missing_recipe_and_bad_yaml(tmp_path):
 def test_reward_args_are_validated_by_the_reward_config():
     with pytest.raises(ConfigError, match=r"rewards.0.args.pattern: not a valid regular expression"):
         load_recipe(RECIPE, ["rewards=[{name: answer_format, args: {pattern: '('}}]"])
+
+
+def test_pairwise_reward_needs_a_pair_algorithm():
+    term = ("rewards=[{name: judge_pairwise, args: {backend: {kind: endpoint, base_url: 'http://127.0.0.1:9/v1', "
+            "model: m, api_key_env: null}}}]")
+    with pytest.raises(ConfigError) as err:
+        load_recipe(RECIPE, [term])
+    assert str(err.value) == ("rewards.0.name: judge_pairwise compares two responses; only pair algorithms "
+                              "(ipo_md, nash_md, online_dpo, online_ipo) use pairwise rewards")
+    assert load_recipe(RECIPE, [term, "algo={name: online_dpo}"]).rewards[0].name == "judge_pairwise"
+
+
+def test_ppo_checks_critic_ranks_too():
+    with pytest.raises(ConfigError, match="cannot feed 4 critic ranks x 1 mini-batches"):
+        load_recipe(RECIPE, ["algo={name: ppo, samples_per_prompt: 1}", "train.prompts_per_step=2",
+                             "critic.num_workers=4"])
