@@ -126,6 +126,8 @@ def measure(k: int, args, ray) -> dict:
     prompts = Prompts(ids=[f"p{i}" for i in range(64)], texts=[f"p{i}" for i in range(64)],
                       token_ids=[np.array([5, i]) for i in range(64)], answers=["0"] * 64)
     roles = build(args, ray)
+    groups = (roles.rollouts, roles.rewards, roles.learners)
+    ray.get([a.__ray_call__.remote(lambda self: None) for g in groups for a in g.actors])  # actors up
     controller = Controller(cfg, roles, build_algorithm(cfg.algo), prompts, prompts, 0, NoLogger())
     steps, started = [], time.perf_counter()
     for step in range(args.steps):
@@ -134,7 +136,7 @@ def measure(k: int, args, ray) -> dict:
     wall = time.perf_counter() - started
     busy = {name: float(np.mean(busy_seconds(g.actors))) / wall
             for name, g in (("rollout", roles.rollouts), ("reward", roles.rewards), ("learner", roles.learners))}
-    for group in (roles.rollouts, roles.rewards, roles.learners):
+    for group in groups:
         for a in group.actors:
             ray.kill(a)
     return {"step_s": float(np.mean(steps[4:])), "busy": busy}

@@ -1,10 +1,11 @@
-"""Benchmark: the default recipe end to end, with a per-phase step-time breakdown.
+"""Benchmark: a recipe end to end on the default model, with a per-phase step-time breakdown.
 
-    .venv/bin/python bench/grpo_default.py [overrides...]
+    .venv/bin/python bench/grpo_default.py [--recipe recipes/ppo_arith.yaml] [overrides...]
 
-Runs `recipes/grpo_arith.yaml` (plus overrides) through the same code path as `make run`, then
-appends a section to docs/benchmarks.md: eval accuracy of the base model and of the trained
-policy measured in the same run (ratio after/before), and the mean time per phase of a step.
+Runs the recipe (default `recipes/grpo_arith.yaml`, the one `make run` trains) plus overrides
+through the same code path as `rewardflow train`, then appends a section to docs/benchmarks.md:
+eval accuracy of the base model and of the trained policy measured in the same run (ratio
+after/before), and the mean time per phase of a step.
 """
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ def machine() -> str:
     return f"{platform.machine()} CPU, {os.cpu_count()} cores, {mem_gib:.0f} GiB, no GPU"
 
 
-def report(summary: dict, argv: list[str]) -> str:
+def report(summary: dict, argv: list[str], recipe: str = "recipes/grpo_arith.yaml") -> str:
     t = summary["mean_step_timing_s"]
     step = t["timing/step"]
     rows = "\n".join(
@@ -33,12 +34,14 @@ def report(summary: dict, argv: list[str]) -> str:
     before, after = summary["eval_accuracy_before"], summary["eval_accuracy_after"]
     ratio = f"{after / before:.2f}x" if before else "n/a"
     cmd = " ".join(["python bench/grpo_default.py", *argv])
+    algo = summary["recipe"]["algo"]
+    per_prompt = algo.get("group_size") or algo.get("samples_per_prompt") or 2
     return f"""
-## Default GRPO recipe, end to end ({datetime.date.today().isoformat()})
+## `{recipe}` ({algo['name']}) on the default model, end to end ({datetime.date.today().isoformat()})
 
 - command: `{cmd}`
 - machine: {machine()}
-- recipe: `recipes/grpo_arith.yaml`; {summary['steps']} steps, {summary['recipe']['train']['prompts_per_step']} prompts x {summary['recipe']['algo']['group_size']} samples per step
+- recipe: `{recipe}`; {summary['steps']} steps, {summary['recipe']['train']['prompts_per_step']} prompts x {per_prompt} samples per step
 - wall: {summary['total_wall_s']:.0f} s total ({summary['startup_s']:.0f} s start-up, {summary['wall_s']:.0f} s evals + training); {summary['samples_per_s']:.2f} samples/s
 - held-out greedy accuracy ({summary['recipe']['task']['arithmetic']['eval_size']} problems): base model {before:.3f} -> trained {after:.3f} (ratio {ratio}, both measured in this run)
 
@@ -53,9 +56,14 @@ def main(argv: list[str]) -> None:
     from cluster.config import load_recipe
     from cluster.launch import train
 
-    overrides = ["train.output_dir=runs/bench_grpo_default", *argv]
-    summary = train(load_recipe(ROOT / "recipes/grpo_arith.yaml", overrides))
-    text = report(summary, argv)
+    recipe = "recipes/grpo_arith.yaml"
+    if argv[:1] == ["--recipe"]:
+        recipe, overrides = argv[1], argv[2:]
+    else:
+        overrides = list(argv)
+    name = Path(recipe).stem
+    summary = train(load_recipe(ROOT / recipe, [f"train.output_dir=runs/bench_{name}", *overrides]))
+    text = report(summary, argv, recipe)
     with open(ROOT / "docs/benchmarks.md", "a") as f:
         f.write(text)
     print(text)
