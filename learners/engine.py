@@ -90,18 +90,23 @@ def num_micro_batches(shard_sizes: list[int], micro_batch_size: int) -> int:
     return max(1, min(math.ceil(max(shard_sizes) / micro_batch_size), min(shard_sizes)))
 
 
-class PolicyEngine:
-    """A DeepSpeed-wrapped policy on one rank and the algorithm's loss."""
+class DeepSpeedModel:
+    """A DeepSpeed-wrapped model on one data-parallel rank and the optimiser step over a shard;
+    subclasses say what one micro-batch's loss is."""
 
-    def __init__(self, model, algorithm: Algorithm, config: dict, world_size: int,
-                 temperature: float = 1.0, device: str | None = None):
+    grad_norm_metric = "train/grad_norm"
+
+    def __init__(self, model, algorithm: Algorithm, config: dict, world_size: int, device: str | None = None):
         import deepspeed
 
         self.engine, *_ = deepspeed.initialize(model=model, model_parameters=model.parameters(), config=config)
         self.algorithm = algorithm
         self.world_size = world_size
-        self.temperature = temperature
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+
+    def micro_loss(self, mb: TrainBatch, norm: Normaliser, sums: dict[str, float]) -> torch.Tensor:
+        """This micro-batch's share of the global loss; adds its metrics to `sums`."""
+        raise NotImplementedError
 
     def train_step(self, shard: TrainBatch, norm: Normaliser, n_micro: int) -> dict[str, float]:
         """One optimiser step over this rank's shard of a mini-batch.
@@ -114,27 +119,38 @@ class PolicyEngine:
         sums: dict[str, float] = defaultdict(float)
         parts = micro_batches(shard, n_micro, self.algorithm.rows_per_unit)
         for i, mb in enumerate(parts):
-            mb = mb.to(self.device)
             self.engine.set_gradient_accumulation_boundary(i == len(parts) - 1)
-            logits = response_logits(self.engine, mb, self.temperature)
-            logprobs = token_logprobs(logits, mb.input_ids[:, mb.prompt_len:])
-            loss, metrics = self.algorithm.loss(mb, logprobs, norm)
+            loss = self.micro_loss(mb.to(self.device), norm, sums)
             self.engine.backward(loss * self.world_size)
-            with torch.no_grad():
-                ent = entropy_from_logits(logits.detach())
-                sums["train/entropy"] += float(masked_sum(ent, mb.response_mask) / max(norm.num_tokens, 1))
-                # Training/inference mismatch: |log π_learner - log π_rollout| per token.
-                gap = (logprobs.detach() - mb.rollout_logprobs).abs()
-                sums["train/logprob_mismatch"] += float(masked_sum(gap, mb.response_mask) / max(norm.num_tokens, 1))
-            del logits
-            for k, v in metrics.items():
-                sums[k] += float(v)
-            sums["loss/total"] += float(loss.detach())
         self.engine.step()
         grad_norm = self.engine.get_global_grad_norm()
         if grad_norm is not None:
-            sums["train/grad_norm"] = float(grad_norm) / self.world_size  # summed over ranks later
+            sums[self.grad_norm_metric] = float(grad_norm) / self.world_size  # summed over ranks later
         return dict(sums)
+
+
+class PolicyEngine(DeepSpeedModel):
+    """The policy and the algorithm's loss."""
+
+    def __init__(self, model, algorithm: Algorithm, config: dict, world_size: int,
+                 temperature: float = 1.0, device: str | None = None):
+        super().__init__(model, algorithm, config, world_size, device)
+        self.temperature = temperature
+
+    def micro_loss(self, mb: TrainBatch, norm: Normaliser, sums: dict[str, float]) -> torch.Tensor:
+        logits = response_logits(self.engine, mb, self.temperature)
+        logprobs = token_logprobs(logits, mb.input_ids[:, mb.prompt_len:])
+        loss, metrics = self.algorithm.loss(mb, logprobs, norm)
+        with torch.no_grad():
+            ent = entropy_from_logits(logits.detach())
+            sums["train/entropy"] += float(masked_sum(ent, mb.response_mask) / max(norm.num_tokens, 1))
+            # Training/inference mismatch: |log π_learner - log π_rollout| per token.
+            gap = (logprobs.detach() - mb.rollout_logprobs).abs()
+            sums["train/logprob_mismatch"] += float(masked_sum(gap, mb.response_mask) / max(norm.num_tokens, 1))
+        for k, v in metrics.items():
+            sums[k] += float(v)
+        sums["loss/total"] += float(loss.detach())
+        return loss
 
     def named_weights(self) -> list[tuple[str, torch.Tensor]]:
         """Full (gathered) weights on CPU; a collective under ZeRO-3, so every rank calls it."""
@@ -151,16 +167,10 @@ class PolicyEngine:
         return out
 
 
-class CriticEngine:
-    """A DeepSpeed-wrapped value model on one rank and the algorithm's value loss."""
+class CriticEngine(DeepSpeedModel):
+    """The value model and the algorithm's value loss."""
 
-    def __init__(self, model, algorithm: Algorithm, config: dict, world_size: int, device: str | None = None):
-        import deepspeed
-
-        self.engine, *_ = deepspeed.initialize(model=model, model_parameters=model.parameters(), config=config)
-        self.algorithm = algorithm
-        self.world_size = world_size
-        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    grad_norm_metric = "train/critic_grad_norm"
 
     @torch.no_grad()
     def values(self, shard: TrainBatch, n_micro: int) -> torch.Tensor:
@@ -168,20 +178,11 @@ class CriticEngine:
         return torch.cat([response_values(self.engine, mb.to(self.device)).cpu()
                           for mb in micro_batches(shard, n_micro)])
 
-    def train_step(self, shard: TrainBatch, norm: Normaliser, n_micro: int) -> dict[str, float]:
-        """One optimiser step of the value loss; shard invariant like `PolicyEngine.train_step`."""
-        self.engine.train()
-        sums: dict[str, float] = defaultdict(float)
-        parts = micro_batches(shard, n_micro, self.algorithm.rows_per_unit)
-        for i, mb in enumerate(parts):
-            mb = mb.to(self.device)
-            self.engine.set_gradient_accumulation_boundary(i == len(parts) - 1)
-            loss, metrics = self.algorithm.critic_loss(mb, response_values(self.engine, mb), norm)
-            self.engine.backward(loss * self.world_size)
-            for k, v in metrics.items():
-                sums[k] += float(v)
-        self.engine.step()
-        return dict(sums)
+    def micro_loss(self, mb: TrainBatch, norm: Normaliser, sums: dict[str, float]) -> torch.Tensor:
+        loss, metrics = self.algorithm.critic_loss(mb, response_values(self.engine, mb), norm)
+        for k, v in metrics.items():
+            sums[k] += float(v)
+        return loss
 
     def named_weights(self) -> list[tuple[str, torch.Tensor]]:
         raise TypeError("the critic's weights are not exported")
