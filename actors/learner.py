@@ -67,6 +67,10 @@ class LearnerActor:
     def update(self, shards: list[TrainBatch], norms: list[Normaliser], n_micro: list[int]) -> dict[str, float]:
         """All optimiser steps of one training step: epochs x mini-batches, this rank's shards."""
         started = time.perf_counter()
+        if self.engine.algorithm.needs().old_logprobs:
+            # π_old for truncated importance sampling: these weights, before any update of this step.
+            for shard, n in zip(shards, n_micro):
+                shard.extras["old_logprobs"] = self.engine.logprobs(shard, n)
         totals: dict[str, float] = {}
         for _ in range(self.algo_cfg.epochs):
             for shard, norm, n in zip(shards, norms, n_micro):

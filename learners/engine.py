@@ -137,6 +137,13 @@ class PolicyEngine(DeepSpeedModel):
         super().__init__(model, algorithm, config, world_size, device)
         self.temperature = temperature
 
+    @torch.no_grad()
+    def logprobs(self, shard: TrainBatch, n_micro: int) -> torch.Tensor:
+        """log π(response tokens) [B, R] with the current weights (same micro-batches as training)."""
+        self.engine.eval()
+        return torch.cat([response_logprobs(self.engine, mb.to(self.device), self.temperature).cpu()
+                          for mb in micro_batches(shard, n_micro, self.algorithm.rows_per_unit)])
+
     def micro_loss(self, mb: TrainBatch, norm: Normaliser, sums: dict[str, float]) -> torch.Tensor:
         logits = response_logits(self.engine, mb, self.temperature)
         logprobs = token_logprobs(logits, mb.input_ids[:, mb.prompt_len:])

@@ -25,6 +25,16 @@ class AlgoConfig(BaseModel):
     mini_batches: int = Field(1, ge=1)  # optimiser steps per epoch over one step's batch
 
 
+class PolicyGradientConfig(AlgoConfig):
+    """Knobs of the clipped-surrogate algorithms (GRPO, RLOO, PPO, REINFORCE++)."""
+
+    clip_eps: float = Field(0.2, gt=0)
+    # Truncated importance sampling: the ratio is taken against the learner's own logprobs before
+    # the update (π_old), and each token's loss is weighted by min(π_old / π_rollout, tis_cap),
+    # correcting the rollout engine's mismatch and staleness. None: ratio against π_rollout.
+    tis_cap: float | None = Field(None, gt=0)
+
+
 @dataclass(frozen=True)
 class Needs:
     samples_per_prompt: int
@@ -34,6 +44,7 @@ class Needs:
     mixture_sampling: bool = False
     mixture_coef: float = 0.5  # weight of the reference in the sampled mixture
     judge: bool = False
+    old_logprobs: bool = False  # the learner recomputes π_old before updating (tis_cap)
 
 
 class Algorithm:
@@ -80,16 +91,28 @@ class Algorithm:
 
 def clipped_policy_loss(
     batch: TrainBatch, logprobs: torch.Tensor, norm: Normaliser, clip_low: float, clip_high: float,
-    kl_coef: float, loss_agg: str,
+    kl_coef: float, loss_agg: str, tis_cap: float | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """PPO-style clipped surrogate on ρ = π/π_rollout with `batch.advantages` ([B] or [B, T]),
-    plus kl_coef · k3(π, π_ref) per token when kl_coef > 0; aggregated by `loss_agg`."""
+    """PPO-style clipped surrogate with `batch.advantages` ([B] or [B, T]), plus
+    kl_coef · k3(π, π_ref) per token when kl_coef > 0; aggregated by `loss_agg`.
+
+    Without `tis_cap`: ρ = π/π_rollout (the behaviour policy that sampled the tokens).
+    With it (decoupled PPO, Hilton et al. 2021, truncated as in Yao et al. 2025 "Your efficient
+    RL framework secretly brings you off-policy RL training"): ρ = π/π_old with π_old the
+    learner's logprobs before the update (`batch.extras["old_logprobs"]`), and each token's
+    surrogate weighted by w = min(π_old/π_rollout, tis_cap) (no gradient through w).
+    """
     mask = batch.response_mask
-    pg, clipped = clipped_surrogate(logprobs, batch.rollout_logprobs, batch.advantages,
-                                    clip_low=clip_low, clip_high=clip_high)
+    old = batch.extras["old_logprobs"] if tis_cap is not None else batch.rollout_logprobs
+    pg, clipped = clipped_surrogate(logprobs, old, batch.advantages, clip_low=clip_low, clip_high=clip_high)
+    metrics = {}
+    if tis_cap is not None:
+        weight = torch.exp(old - batch.rollout_logprobs).clamp(max=tis_cap).detach()
+        pg = pg * weight
+        metrics["train/tis_weight"] = aggregate(weight, mask, "token_mean", norm)
     per_token = pg
-    metrics = {"loss/policy": aggregate(pg, mask, loss_agg, norm).detach(),
-               "train/clip_frac": aggregate(clipped, mask, "token_mean", norm)}
+    metrics.update({"loss/policy": aggregate(pg, mask, loss_agg, norm).detach(),
+                    "train/clip_frac": aggregate(clipped, mask, "token_mean", norm)})
     if kl_coef > 0:
         kl = kl_k3(logprobs, batch.ref_logprobs)
         per_token = pg + kl_coef * kl

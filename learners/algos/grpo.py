@@ -13,14 +13,13 @@ from pydantic import Field
 
 from cluster.protocol import Rollouts, Scores, TrainBatch
 from learners.advantages import group_normalized_advantages
-from learners.algos.base import AlgoConfig, Algorithm, Needs, clipped_policy_loss
+from learners.algos.base import Algorithm, Needs, PolicyGradientConfig, clipped_policy_loss
 from learners.losses import Normaliser
 
 
-class GRPOConfig(AlgoConfig):
+class GRPOConfig(PolicyGradientConfig):
     name: Literal["grpo"] = "grpo"
     group_size: int = Field(8, ge=2)
-    clip_eps: float = Field(0.2, gt=0)
     clip_eps_high: float | None = Field(None, gt=0)  # DAPO clip-higher; None: same as clip_eps
     kl_coef: float = Field(0.0, ge=0)
     adv_scale: Literal["std", "none"] = "std"
@@ -32,7 +31,8 @@ class GRPO(Algorithm):
     cfg: GRPOConfig
 
     def needs(self) -> Needs:
-        return Needs(samples_per_prompt=self.cfg.group_size, reference=self.cfg.kl_coef > 0)
+        return Needs(samples_per_prompt=self.cfg.group_size, reference=self.cfg.kl_coef > 0,
+                     old_logprobs=self.cfg.tis_cap is not None)
 
     def advantages(self, rewards: torch.Tensor, group_ids: torch.Tensor) -> torch.Tensor:
         """Sequence-level advantages [N]; the one thing group-baseline variants override."""
@@ -53,4 +53,4 @@ class GRPO(Algorithm):
     def loss(self, batch: TrainBatch, logprobs: torch.Tensor, norm: Normaliser):
         cfg = self.cfg
         return clipped_policy_loss(batch, logprobs, norm, cfg.clip_eps, cfg.clip_eps_high or cfg.clip_eps,
-                                   cfg.kl_coef, cfg.loss_agg)
+                                   cfg.kl_coef, cfg.loss_agg, cfg.tis_cap)

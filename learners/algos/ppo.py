@@ -16,15 +16,14 @@ from pydantic import Field
 
 from cluster.protocol import Rollouts, Scores, TrainBatch
 from learners.advantages import gae, whiten
-from learners.algos.base import AlgoConfig, Algorithm, Needs, clipped_policy_loss, token_level_rewards
+from learners.algos.base import Algorithm, Needs, PolicyGradientConfig, clipped_policy_loss, token_level_rewards
 from learners.losses import Normaliser, aggregate, clipped_value_loss
 from learners.ops import masked_mean
 
 
-class PPOConfig(AlgoConfig):
+class PPOConfig(PolicyGradientConfig):
     name: Literal["ppo"] = "ppo"
     samples_per_prompt: int = Field(1, ge=1)
-    clip_eps: float = Field(0.2, gt=0)
     clip_eps_high: float | None = Field(None, gt=0)
     value_clip: float | None = Field(0.2, gt=0)  # None: unclipped value loss
     critic_lr: float = Field(5e-6, gt=0)
@@ -41,7 +40,8 @@ class PPO(Algorithm):
     cfg: PPOConfig
 
     def needs(self) -> Needs:
-        return Needs(samples_per_prompt=self.cfg.samples_per_prompt, reference=self.cfg.kl_coef > 0, critic=True)
+        return Needs(samples_per_prompt=self.cfg.samples_per_prompt, reference=self.cfg.kl_coef > 0, critic=True,
+                     old_logprobs=self.cfg.tis_cap is not None)
 
     def prepare(self, rollouts: Rollouts, scores: Scores, tensors: dict[str, torch.Tensor]):
         cfg = self.cfg
@@ -60,7 +60,7 @@ class PPO(Algorithm):
         cfg = self.cfg
         kl_coef = cfg.kl_coef if cfg.kl_mode == "loss" else 0.0
         return clipped_policy_loss(batch, logprobs, norm, cfg.clip_eps, cfg.clip_eps_high or cfg.clip_eps,
-                                   kl_coef, cfg.loss_agg)
+                                   kl_coef, cfg.loss_agg, cfg.tis_cap)
 
     def critic_loss(self, batch: TrainBatch, values: torch.Tensor, norm: Normaliser):
         mask = batch.response_mask

@@ -15,15 +15,14 @@ from pydantic import Field
 
 from cluster.protocol import Rollouts, Scores, TrainBatch
 from learners.advantages import discounted_returns, group_normalized_advantages, whiten
-from learners.algos.base import AlgoConfig, Algorithm, Needs, clipped_policy_loss, token_level_rewards
+from learners.algos.base import Algorithm, Needs, PolicyGradientConfig, clipped_policy_loss, token_level_rewards
 from learners.losses import Normaliser
 
 
-class ReinforcePPConfig(AlgoConfig):
+class ReinforcePPConfig(PolicyGradientConfig):
     name: Literal["reinforce_pp"] = "reinforce_pp"
     samples_per_prompt: int = Field(4, ge=1)
     baseline: Literal["none", "group"] = "none"
-    clip_eps: float = Field(0.2, gt=0)
     gamma: float = Field(1.0, ge=0, le=1)
     kl_coef: float = Field(0.0, ge=0)
     loss_agg: Literal["token_mean", "seq_mean", "constant"] = "token_mean"
@@ -34,7 +33,8 @@ class ReinforcePP(Algorithm):
     cfg: ReinforcePPConfig
 
     def needs(self) -> Needs:
-        return Needs(samples_per_prompt=self.cfg.samples_per_prompt, reference=self.cfg.kl_coef > 0)
+        return Needs(samples_per_prompt=self.cfg.samples_per_prompt, reference=self.cfg.kl_coef > 0,
+                     old_logprobs=self.cfg.tis_cap is not None)
 
     def prepare(self, rollouts: Rollouts, scores: Scores, tensors: dict[str, torch.Tensor]):
         cfg = self.cfg
@@ -48,4 +48,4 @@ class ReinforcePP(Algorithm):
 
     def loss(self, batch: TrainBatch, logprobs: torch.Tensor, norm: Normaliser):
         return clipped_policy_loss(batch, logprobs, norm, self.cfg.clip_eps, self.cfg.clip_eps, 0.0,
-                                   self.cfg.loss_agg)
+                                   self.cfg.loss_agg, self.cfg.tis_cap)

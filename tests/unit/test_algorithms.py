@@ -119,3 +119,20 @@ def test_every_algorithm_builds_from_its_default_config(name):
     needs = algo.needs()
     assert needs.samples_per_prompt >= 1
     assert algo.train_rows(3) % algo.rows_per_unit == 0
+
+
+def test_truncated_importance_sampling_uses_learner_old_logprobs_and_caps_the_weight():
+    from learners.algos.grpo import GRPO, GRPOConfig
+    from cluster.protocol import TrainBatch
+
+    algo = GRPO(GRPOConfig(tis_cap=2.0, clip_eps=0.2))
+    assert algo.needs().old_logprobs
+    lp = torch.log(torch.tensor([[0.5, 0.5]]))
+    batch = TrainBatch(input_ids=torch.zeros(1, 3, dtype=torch.long), attention_mask=torch.ones(1, 3, dtype=torch.long),
+                       response_mask=torch.ones(1, 2), rollout_logprobs=torch.log(torch.tensor([[0.1, 0.4]])),
+                       advantages=torch.tensor([1.0]), extras={"old_logprobs": lp.clone()})
+    loss, m = algo.loss(batch, lp, algo.normaliser(batch, 2))
+    # ρ = π/π_old = 1 on both tokens -> surrogate -1·A = -1 each
+    # w = min(π_old/π_rollout, 2) = [min(5, 2), min(1.25, 2)] = [2, 1.25]; token mean of -w = -1.625
+    assert_close(loss, torch.tensor(-1.625))
+    assert_close(m["train/tis_weight"], torch.tensor(1.625))
