@@ -66,7 +66,7 @@ class Implicit(Reward):
 
     Config = ImplicitConfig
     taxonomy = Taxonomy(Basis.JUDGE, Format.SCALAR, Expression.IMPLICIT, Granularity.TOKEN)
-    summary = "β·(log π − log π_ref) per token (DPO / PRIME implicit reward): computed by the learner"
+    summary = "β·(log π − log π_ref) per token (DPO / PRIME implicit reward): tensor functions, not a recipe term yet"
     needs_logprobs: ClassVar[bool] = True
 
     def token_rewards(self, logprobs: torch.Tensor, ref_logprobs: torch.Tensor,

@@ -11,6 +11,7 @@ from rewards.regex_match import RegexMatch
 from rewards.remote import Remote
 from rewards.repetition import Repetition
 from rewards.reward_model import RewardModelPreference, RewardModelScore
+from rewards.human_rating import HumanRating
 from rewards.steps import StepArith
 
 REWARDS: dict[str, type[Reward]] = {
@@ -28,4 +29,5 @@ REWARDS: dict[str, type[Reward]] = {
     "remote": Remote,
     "judge_score": JudgeScore,
     "judge_pairwise": JudgePairwise,
+    "human_rating": HumanRating,
 }

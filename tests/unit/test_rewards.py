@@ -213,3 +213,34 @@ def test_reward_actor_returns_raw_terms_that_the_driver_combines():
     assert raw.terms["length_penalty"].tolist() == [0.0, -2.0]   # 3 tokens, 1 free
     # 1 + 0.5·0 = 1; 0 + 0.5·(−2) = −1
     assert Combiner(cfg.rewards, cfg.reward.combine)(raw.terms, rollouts.group_ids).tolist() == [1.0, -1.0]
+
+
+def test_human_rating_looks_up_normalised_pairs_and_records_unrated(tmp_path):
+    import json
+
+    from rewards.compose import IsolatedRunner
+    from rewards.human_rating import HumanRating, HumanRatingConfig
+
+    path = tmp_path / "ratings.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in [
+        {"prompt": "What is 2 + 2?", "response": "4", "rating": 0.9},
+        {"prompt": "What is 2 + 2?", "response": "5", "rating": -0.7}]))
+    r = HumanRating(HumanRatingConfig(path=str(path)))
+    assert r.score(Sample("What is  2 + 2?", " 4\n")) == 0.9  # whitespace-normalised match
+    assert r.score(Sample("What is 2 + 2?", "5")) == -0.7
+    value, err = IsolatedRunner(1.0).call(r, Sample("What is 2 + 2?", "22"))
+    assert (value, err) == (0.0, "KeyError: 'no human rating for this response'")
+    assert HumanRating(HumanRatingConfig(path=str(path), unrated=0.25)).score(Sample("q", "r")) == 0.25
+
+
+def test_human_rating_rejects_missing_file_and_bad_rows(tmp_path):
+    import pydantic
+
+    from rewards.human_rating import HumanRating, HumanRatingConfig
+
+    with pytest.raises(pydantic.ValidationError, match="no such file"):
+        HumanRatingConfig(path=str(tmp_path / "none.jsonl"))
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"prompt": "q", "response": "r"}\n')
+    with pytest.raises(ValueError, match="bad.jsonl:1: a row needs prompt, response and a numeric rating"):
+        HumanRating(HumanRatingConfig(path=str(bad)))
