@@ -80,10 +80,13 @@ class LearnerActor:
         self.busy_s += time.perf_counter() - started
         return {k: v / steps for k, v in totals.items()}
 
-    def export_weights(self) -> list[tuple[str, torch.Tensor]] | None:
-        """Full weights from rank 0 (every rank must call: ZeRO-3 gathers are collective)."""
+    def export_weights(self) -> list | None:
+        """Full weights from rank 0 in wire form (every rank must call: ZeRO-3 gathers are
+        collective)."""
+        from cluster.weight_sync import to_wire
+
         weights = self.engine.named_weights()
-        return weights if self.rank == 0 else None
+        return to_wire(weights) if self.rank == 0 else None
 
     def save(self, out_dir: str) -> str | None:
         from transformers import AutoTokenizer

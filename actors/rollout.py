@@ -144,9 +144,12 @@ class RolloutActor:
             **cols,
         )
 
-    def load_weights(self, named_tensors: list[tuple[str, torch.Tensor]], version: int) -> float:
-        """In-place reload of every weight; returns seconds spent."""
+    def load_weights(self, wire: list, version: int) -> float:
+        """In-place reload of every weight (`cluster.weight_sync.to_wire` form); returns seconds spent."""
+        from cluster.weight_sync import from_wire
+
         started = time.perf_counter()
+        named_tensors = from_wire(wire)
         self.llm.collective_rpc("rf_reload", args=(named_tensors,))
         self.llm.reset_prefix_cache()
         if self.mixer is not None:

@@ -51,7 +51,7 @@ def main() -> None:
             sync.sync(version)
             sync_s.append(time.perf_counter() - started)
             reload_s.append(sync.last_reload_s)
-        n_params = sum(t.numel() for _, t in ray.get(learners.export_weights()))
+        n_params = sum(a.size for _, _, a in ray.get(learners.export_weights()))
     finally:
         ray.shutdown()
     s, r = float(np.mean(sync_s)), float(np.mean(reload_s))
