@@ -143,6 +143,25 @@ def build_tiny_model(out: Path, seed: int = 0) -> Path:
     return out
 
 
+def build_tiny_reward_model(out: Path) -> Path:
+    """The tiny test model with a one-label score head (random): a reward-model checkpoint for
+    tests and registry examples (seconds)."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    if (out / "config.json").is_file():
+        return out
+    policy = build_tiny_model(out.with_name("tiny-llama-test"))
+    model = AutoModelForSequenceClassification.from_pretrained(str(policy), num_labels=1)
+    model.config.pad_token_id = model.config.pad_token_id or model.config.eos_token_id
+    tmp = out.with_name(out.name + ".part")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp, safe_serialization=True)
+    AutoTokenizer.from_pretrained(str(policy)).save_pretrained(tmp)
+    shutil.rmtree(out, ignore_errors=True)
+    tmp.rename(out)
+    return out
+
+
 def resolve_model_path(path: str) -> str:
     """'default' -> the embedded model (built if needed); anything else must be a local HF dir."""
     if path == "default":

@@ -94,14 +94,19 @@ def sequence_rewards(model, input_ids, attention_mask):
 def load_reward_model(path: str, dtype: str = "float32"):
     """(model in eval mode, tokenizer) from a local directory with a one-label classification head."""
     import torch
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
     if not (Path(path) / "config.json").is_file():
         raise FileNotFoundError(f"reward model {path} is not a local Hugging Face model directory (no config.json)")
+    config = AutoConfig.from_pretrained(path)
+    # A causal-LM checkpoint would get a freshly initialised head: random rewards.
+    if not any(a.endswith("ForSequenceClassification") for a in config.architectures or []):
+        raise ValueError(f"reward model {path} has no sequence-classification head (architectures "
+                         f"{config.architectures}); train one with `rewardflow train-rm`")
+    if config.num_labels != 1:
+        raise ValueError(f"reward model {path} has {config.num_labels} labels; a scalar reward model has 1")
     tokenizer = AutoTokenizer.from_pretrained(path)
-    model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1, dtype=getattr(torch, dtype))
-    if model.config.num_labels != 1:
-        raise ValueError(f"reward model {path} has {model.config.num_labels} labels; a scalar reward model has 1")
+    model = AutoModelForSequenceClassification.from_pretrained(path, config=config, dtype=getattr(torch, dtype))
     prepare_tokenizer(tokenizer, model.config)
     model.config.use_cache = False
     return model.eval(), tokenizer
@@ -136,14 +141,27 @@ class _LazyModel:
         return out
 
 
+def tiny_example_config() -> RewardModelConfig:
+    """A tiny random reward model built locally (for the registry's contract test)."""
+    from learners.models import build_tiny_reward_model, cache_dir
+
+    return RewardModelConfig(path=str(build_tiny_reward_model(cache_dir() / "tiny-reward-model-test")))
+
+
 class RewardModelScore(Reward):
     Config = RewardModelConfig
     taxonomy = Taxonomy(Basis.MODEL, Format.SCALAR, Expression.EXPLICIT, Granularity.SEQUENCE)
     summary = "scalar reward model r(x, y): a one-label sequence-classification checkpoint (rewardflow train-rm)"
 
+    heavy_example = True
+
     def __init__(self, cfg: RewardModelConfig):
         super().__init__(cfg)
         self.model = _LazyModel(cfg)
+
+    @classmethod
+    def example_config(cls) -> RewardModelConfig:
+        return tiny_example_config()
 
     def score_batch(self, samples: list[Sample]) -> list[float]:
         return self.model.score_batch(samples)
@@ -157,9 +175,15 @@ class RewardModelPreference(PairwiseReward):
     taxonomy = Taxonomy(Basis.MODEL, Format.PAIRWISE, Expression.EXPLICIT, Granularity.SEQUENCE)
     summary = "Bradley-Terry preference σ(r(x, y) − r(x, y′)) from a scalar reward model"
 
+    heavy_example = True
+
     def __init__(self, cfg: RewardModelConfig):
         super().__init__(cfg)
         self.model = _LazyModel(cfg)
+
+    @classmethod
+    def example_config(cls) -> RewardModelConfig:
+        return tiny_example_config()
 
     def prefer(self, a: Sample, b: Sample) -> float:
         r_a, r_b = self.model.score_batch([a, b])

@@ -45,3 +45,29 @@ def test_recipe_runs_two_steps(recipe, tiny_model_path, tmp_path):
     for key in ("reward/total", "loss/policy", "train/entropy", "rollout/response_len", "timing/update",
                 "timing/weight_sync", *RECIPES[recipe]):
         assert math.isfinite(metrics[key]), key
+
+
+@pytest.fixture(scope="module")
+def tiny_reward_model() -> str:
+    from learners.models import build_tiny_reward_model, cache_dir
+
+    return str(build_tiny_reward_model(cache_dir() / "tiny-reward-model-test"))
+
+
+@pytest.mark.parametrize("recipe,reward", [("ppo_arith", "reward_model"), ("online_dpo_arith", "reward_model_preference")])
+def test_reward_model_drives_ppo_and_ranks_online_dpo_pairs(recipe, reward, tiny_model_path, tiny_reward_model, tmp_path):
+    """PPO on the scalar reward model; online DPO ranks its pairs by the reward model's σ(r − r′)."""
+    from cluster.launch import train
+
+    overrides = [o for o in algo_overrides(tiny_model_path, tmp_path) if not o.startswith("rewards=")]
+    cfg = load_recipe(f"recipes/{recipe}.yaml", overrides + [f"rewards=[{{name: {reward}, args: {{path: {tiny_reward_model}}}}}]",
+                                                             "reward.timeout_s=60"])
+    summary = train(cfg)
+
+    m = summary["final_metrics"]
+    assert m["reward/errors"] == 0
+    if reward == "reward_model":
+        assert m["reward/reward_model"] != 0 and math.isfinite(m["loss/value"])
+    else:
+        # σ(r − r′) of two different responses is never exactly ½: every pair is ranked.
+        assert m["train/decided_pair_frac"] == 1.0 and math.isfinite(m["train/reward_margin"])
