@@ -99,17 +99,25 @@ class RewardTermConfig(TermCombineConfig):
     @field_validator("name")
     @classmethod
     def _known(cls, name: str) -> str:
-        if name not in REWARDS:
-            raise ValueError(f"unknown reward {name!r}; known: {', '.join(sorted(REWARDS))}")
-        return name
+        return known_reward(name)
 
     @field_validator("args", mode="before")
     @classmethod
     def _build_args(cls, args: Any, info: ValidationInfo):
-        name = info.data.get("name")
-        if name is None or isinstance(args, BaseModel):
-            return args
-        return REWARDS[name].Config(**(args or {}))
+        return reward_args(info.data.get("name"), args)
+
+
+def known_reward(name: str) -> str:
+    if name not in REWARDS:
+        raise ValueError(f"unknown reward {name!r}; known: {', '.join(sorted(REWARDS))}")
+    return name
+
+
+def reward_args(name: str | None, args: Any):
+    """A reward's `args` validated by its own config class (None: the defaults)."""
+    if name is None or isinstance(args, BaseModel):
+        return args
+    return REWARDS[name].Config(**(args or {}))
 
 
 class RolloutConfig(RoleConfig):
@@ -282,6 +290,11 @@ def parse_overrides(items: list[str]) -> list[tuple[str, Any]]:
 
 def load_recipe(path: str | os.PathLike | None, overrides: list[str] = ()) -> RecipeConfig:
     """Read a YAML recipe, apply `key.sub=value` overrides, validate once. Raises ConfigError."""
+    return load_config(RecipeConfig, path, overrides)
+
+
+def load_config(model: type[BaseModel], path: str | os.PathLike | None, overrides: list[str] = ()):
+    """YAML file + dotted overrides validated once as `model`; ConfigError (one line) on any problem."""
     tree: dict = {}
     if path is not None:
         p = Path(path)
@@ -296,7 +309,7 @@ def load_recipe(path: str | os.PathLike | None, overrides: list[str] = ()) -> Re
     for key, value in parse_overrides(list(overrides)):
         _set_dotted(tree, key, value)
     try:
-        return RecipeConfig(**tree)
+        return model(**tree)
     except ValidationError as e:
         raise ConfigError(_format_error(e)) from None
     except TypeError as e:

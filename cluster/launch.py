@@ -1,7 +1,6 @@
 """Build the roles of a recipe on a Ray cluster and run the controller."""
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 

@@ -33,7 +33,7 @@ from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, ValidationError, ValidationInfo
 from pydantic import field_validator, model_validator
 
-from cluster.config import ConfigError, _format_error, _set_dotted, parse_overrides
+from cluster.config import ConfigError, _format_error, _set_dotted, known_reward, parse_overrides, reward_args
 from rewards.base import PairwiseReward, Reward, Sample
 from rewards.compose import IsolatedRunner
 from rewards.registry import REWARDS
@@ -57,17 +57,12 @@ class ServeConfig(BaseModel):
     @field_validator("reward")
     @classmethod
     def _known(cls, name: str) -> str:
-        if name not in REWARDS:
-            raise ValueError(f"unknown reward {name!r}; known: {', '.join(sorted(REWARDS))}")
-        return name
+        return known_reward(name)
 
     @field_validator("args", mode="before")
     @classmethod
     def _build_args(cls, args: Any, info: ValidationInfo):
-        name = info.data.get("reward")
-        if name is None or isinstance(args, BaseModel):
-            return args
-        return REWARDS[name].Config(**(args or {}))
+        return reward_args(info.data.get("reward"), args)
 
     @model_validator(mode="after")
     def _no_open_service(self):

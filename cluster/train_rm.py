@@ -13,11 +13,9 @@ import random
 import time
 from pathlib import Path
 
-import yaml
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, model_validator
 
-from cluster.config import (ClusterConfig, ConfigError, ModelConfig, RoleConfig, Section, _format_error,
-                            _set_dotted, parse_overrides)
+from cluster.config import ClusterConfig, ConfigError, ModelConfig, RoleConfig, Section, load_config
 from cluster.preference_data import (ArithmeticPrefsConfig, PreferencePair, arithmetic_preferences, read_pairs,
                                      write_pairs)
 
@@ -64,23 +62,7 @@ class TrainRMConfig(Section):
 
 def load_rm_config(path: str | os.PathLike | None, overrides: list[str] = ()) -> TrainRMConfig:
     """YAML + dotted overrides, validated once. Raises ConfigError (one line naming the key)."""
-    tree: dict = {}
-    if path is not None:
-        p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"recipe {path}: no such file")
-        try:
-            tree = yaml.safe_load(p.read_text()) or {}
-        except yaml.YAMLError as e:
-            raise ConfigError(f"recipe {path}: not valid YAML ({str(e).splitlines()[0]})") from None
-        if not isinstance(tree, dict):
-            raise ConfigError(f"recipe {path}: top level must be a mapping of sections")
-    for key, value in parse_overrides(list(overrides)):
-        _set_dotted(tree, key, value)
-    try:
-        return TrainRMConfig(**tree)
-    except ValidationError as e:
-        raise ConfigError(_format_error(e)) from None
+    return load_config(TrainRMConfig, path, overrides)
 
 
 def load_pairs(cfg: PrefsDataConfig, seed: int) -> tuple[list[PreferencePair], list[PreferencePair]]:

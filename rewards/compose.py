@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Callable, Literal, Optional, Sequence
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, ValidationInfo, field_validator
 
 from cluster.protocol import Scores, TermScores
 from rewards.base import Reward, Sample

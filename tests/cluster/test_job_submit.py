@@ -1,7 +1,6 @@
 """`ray job submit -- rewardflow train ...` against a head started with `ray start --head`."""
 import json
 import os
-import shutil
 import socket
 import subprocess
 import sys

@@ -133,6 +133,12 @@ def test_missing_checkpoint_is_named(tmp_path):
         reward.score(SAMPLES[0])
 
 
+def test_causal_lm_without_a_trained_head_is_refused(tiny_model_path):
+    reward = RewardModelScore(RewardModelConfig(path=tiny_model_path))
+    with pytest.raises(ValueError, match=r"no sequence-classification head \(architectures \['LlamaForCausalLM'\]\)"):
+        reward.score(SAMPLES[0])
+
+
 def test_reward_model_config_rejects_bad_values():
     with pytest.raises(ValidationError, match="batch_size"):
         RewardModelConfig(path="x", batch_size=0)
