@@ -85,7 +85,9 @@ class LearnerActor:
         collective)."""
         from cluster.weight_sync import to_wire
 
-        weights = self.engine.named_weights()
+        # No extra copy: Ray copies the return value into the object store before this actor
+        # runs its next call (the next update).
+        weights = self.engine.named_weights(copy=False)
         return to_wire(weights) if self.rank == 0 else None
 
     def save(self, out_dir: str) -> str | None:

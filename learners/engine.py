@@ -159,8 +159,12 @@ class PolicyEngine(DeepSpeedModel):
         sums["loss/total"] += float(loss.detach())
         return loss
 
-    def named_weights(self) -> list[tuple[str, torch.Tensor]]:
-        """Full (gathered) weights on CPU; a collective under ZeRO-3, so every rank calls it."""
+    def named_weights(self, copy: bool = True) -> list[tuple[str, torch.Tensor]]:
+        """Full (gathered) weights on CPU; a collective under ZeRO-3, so every rank calls it.
+
+        copy=False may return the parameters' own CPU storage (no ZeRO-3 gather needed): only for
+        a caller that copies them before the next optimiser step, as the object store does.
+        """
         import deepspeed
 
         out = []
@@ -170,7 +174,7 @@ class PolicyEngine(DeepSpeedModel):
                 with deepspeed.zero.GatheredParameters([p], modifier_rank=None):
                     out.append((name, p.detach().to("cpu", copy=True)))
             else:
-                out.append((name, p.detach().to("cpu", copy=True)))
+                out.append((name, p.detach().to("cpu", copy=copy)))
         return out
 
 
