@@ -141,18 +141,10 @@ class _LazyModel:
         return out
 
 
-def tiny_example_config() -> RewardModelConfig:
-    """A tiny random reward model built locally (for the registry's contract test)."""
-    from learners.models import build_tiny_reward_model, cache_dir
+class _ModelBacked:
+    """What both reward-model rewards share: config, lazy checkpoint, a tiny registry example."""
 
-    return RewardModelConfig(path=str(build_tiny_reward_model(cache_dir() / "tiny-reward-model-test")))
-
-
-class RewardModelScore(Reward):
     Config = RewardModelConfig
-    taxonomy = Taxonomy(Basis.MODEL, Format.SCALAR, Expression.EXPLICIT, Granularity.SEQUENCE)
-    summary = "scalar reward model r(x, y): a one-label sequence-classification checkpoint (rewardflow train-rm)"
-
     heavy_example = True
 
     def __init__(self, cfg: RewardModelConfig):
@@ -161,7 +153,15 @@ class RewardModelScore(Reward):
 
     @classmethod
     def example_config(cls) -> RewardModelConfig:
-        return tiny_example_config()
+        """A tiny random reward model built locally (for the registry's contract test)."""
+        from learners.models import build_tiny_reward_model, cache_dir
+
+        return RewardModelConfig(path=str(build_tiny_reward_model(cache_dir() / "tiny-reward-model-test")))
+
+
+class RewardModelScore(_ModelBacked, Reward):
+    taxonomy = Taxonomy(Basis.MODEL, Format.SCALAR, Expression.EXPLICIT, Granularity.SEQUENCE)
+    summary = "scalar reward model r(x, y): a one-label sequence-classification checkpoint (rewardflow train-rm)"
 
     def score_batch(self, samples: list[Sample]) -> list[float]:
         return self.model.score_batch(samples)
@@ -170,20 +170,9 @@ class RewardModelScore(Reward):
         return self.model.score_batch([sample])[0]
 
 
-class RewardModelPreference(PairwiseReward):
-    Config = RewardModelConfig
+class RewardModelPreference(_ModelBacked, PairwiseReward):
     taxonomy = Taxonomy(Basis.MODEL, Format.PAIRWISE, Expression.EXPLICIT, Granularity.SEQUENCE)
     summary = "Bradley-Terry preference σ(r(x, y) − r(x, y′)) from a scalar reward model"
-
-    heavy_example = True
-
-    def __init__(self, cfg: RewardModelConfig):
-        super().__init__(cfg)
-        self.model = _LazyModel(cfg)
-
-    @classmethod
-    def example_config(cls) -> RewardModelConfig:
-        return tiny_example_config()
 
     def prefer(self, a: Sample, b: Sample) -> float:
         r_a, r_b = self.model.score_batch([a, b])
