@@ -17,7 +17,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.grpo_default import machine  # noqa: E402
+from bench.grpo_default import machine, publish  # noqa: E402
 
 
 def run(staleness: int, overrides: list[str]) -> dict:
@@ -63,9 +63,7 @@ def main() -> None:
     args, overrides = p.parse_known_args()
     results = {k: run(k, overrides) for k in (0, args.staleness)}
     text = section(results, sys.argv[1:])
-    with open(ROOT / "docs/benchmarks.md", "a") as f:
-        f.write(text)
-    print(text)
+    publish(text)
 
 
 if __name__ == "__main__":

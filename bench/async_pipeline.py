@@ -22,7 +22,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.grpo_default import machine  # noqa: E402
+from bench.grpo_default import machine, publish  # noqa: E402
 
 
 def fake_rollouts(prompts, n: int, version: int):
@@ -180,9 +180,7 @@ def main() -> None:
 |---|---|---|---|---|---|---|
 {rows}
 """
-    with open(ROOT / "docs/benchmarks.md", "a") as f:
-        f.write(text)
-    print(text)
+    publish(text)
 
 
 if __name__ == "__main__":

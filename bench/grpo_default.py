@@ -24,6 +24,13 @@ def machine() -> str:
     return f"{platform.machine()} CPU, {os.cpu_count()} cores, {mem_gib:.0f} GiB, no GPU"
 
 
+def publish(text: str) -> None:
+    """Append a section to docs/benchmarks.md and print it."""
+    with open(ROOT / "docs/benchmarks.md", "a") as f:
+        f.write(text)
+    print(text)
+
+
 def report(summary: dict, argv: list[str], recipe: str = "recipes/grpo_arith.yaml") -> str:
     t = summary["mean_step_timing_s"]
     step = t["timing/step"]
@@ -64,9 +71,7 @@ def main(argv: list[str]) -> None:
     name = Path(recipe).stem
     summary = train(load_recipe(ROOT / recipe, [f"train.output_dir=runs/bench_{name}", *overrides]))
     text = report(summary, argv, recipe)
-    with open(ROOT / "docs/benchmarks.md", "a") as f:
-        f.write(text)
-    print(text)
+    publish(text)
 
 
 if __name__ == "__main__":

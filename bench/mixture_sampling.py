@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
 
-from bench.grpo_default import machine  # noqa: E402
+from bench.grpo_default import machine, publish  # noqa: E402
 
 
 def prompts_for(model_path: str, n: int):
@@ -122,9 +122,7 @@ def main() -> None:
 |---|---|---|---|---|
 {rows}
 """
-    with open(ROOT / "docs/benchmarks.md", "a") as f:
-        f.write(text)
-    print(text)
+    publish(text)
 
 
 if __name__ == "__main__":

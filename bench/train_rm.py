@@ -16,7 +16,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.grpo_default import machine  # noqa: E402
+from bench.grpo_default import machine, publish  # noqa: E402
 
 
 def report(summary: dict, argv: list[str]) -> str:
@@ -53,9 +53,7 @@ def main(argv: list[str]) -> None:
     overrides = ["output_dir=runs/bench_rm_arith", *argv]
     summary = train_rm(load_rm_config(ROOT / "recipes/rm_arith.yaml", overrides))
     text = report(summary, argv)
-    with open(ROOT / "docs/benchmarks.md", "a") as f:
-        f.write(text)
-    print(text)
+    publish(text)
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.grpo_default import machine  # noqa: E402
+from bench.grpo_default import machine, publish  # noqa: E402
 
 
 def main() -> None:
@@ -69,9 +69,7 @@ def main() -> None:
 | bare vLLM reload inside the rollout actor | {r:.3f} | {min(reload_s):.3f} | {max(reload_s):.3f} |
 | ratio sync / bare reload | {s / r:.2f}x | | |
 """
-    with open(ROOT / "docs/benchmarks.md", "a") as f:
-        f.write(text)
-    print(text)
+    publish(text)
 
 
 if __name__ == "__main__":

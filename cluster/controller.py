@@ -4,6 +4,8 @@
              -> weight sync -> log / eval / checkpoint
 
 The loop branches on what the algorithm declares it needs (`algorithm.needs()`), never on its name.
+Asynchrony is a property of this loop (`train.max_staleness`, see cluster/pipeline.py), not a
+second copy of it.
 """
 from __future__ import annotations
 
@@ -22,9 +24,6 @@ from cluster.pipeline import InFlight, RolloutPipeline, check_staleness
 from cluster.protocol import Prompts, Rollouts, SamplingSpec, Scores, TrainBatch, rollouts_to_tensors
 from learners.algos.base import Algorithm
 
-PHASES = ("generate", "score", "reference", "critic", "update", "weight_sync")
-# Asynchrony is a property of this loop (`train.max_staleness`, see cluster/pipeline.py), not a
-# second copy of it.
 
 
 @dataclass
