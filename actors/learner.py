@@ -80,14 +80,19 @@ class LearnerActor:
         self.busy_s += time.perf_counter() - started
         return {k: v / steps for k, v in totals.items()}
 
-    def export_weights(self) -> list | None:
-        """Full weights from rank 0 in wire form (every rank must call: ZeRO-3 gathers are
-        collective)."""
+    def plan_weight_buckets(self, max_bytes: int) -> int:
+        """Cut the weights into export buckets of at most `max_bytes`; returns how many."""
+        self.buckets = self.engine.weight_buckets(max_bytes)
+        return len(self.buckets)
+
+    def export_weights(self, bucket: int | None = None) -> list | None:
+        """Rank 0's weights in wire form: all of them, or one bucket of `plan_weight_buckets`
+        (every rank must call: ZeRO-3 gathers are collective)."""
         from cluster.weight_sync import to_wire
 
         # No extra copy: Ray copies the return value into the object store before this actor
-        # runs its next call (the next update).
-        weights = self.engine.named_weights(copy=False)
+        # runs its next call (the next bucket or update).
+        weights = self.engine.named_weights(copy=False, names=None if bucket is None else self.buckets[bucket])
         return to_wire(weights) if self.rank == 0 else None
 
     def save(self, out_dir: str) -> str | None:

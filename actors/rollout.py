@@ -2,7 +2,8 @@
 
 `RolloutActor` is a plain class; `cluster.groups` turns it into a Ray actor with the role's
 resources. In-process (VLLM_ENABLE_V1_MULTIPROCESSING=0) weight tensors reach the worker as a
-plain call, so a reload is one pass of `reload_weights` over the object-store state dict.
+plain call, so a reload is one pass of `reload_weights` over the weights streamed from the object
+store.
 """
 from __future__ import annotations
 
@@ -144,16 +145,28 @@ class RolloutActor:
             **cols,
         )
 
-    def load_weights(self, wire: list, version: int) -> float:
-        """In-place reload of every weight (`cluster.weight_sync.to_wire` form); returns seconds spent."""
+    def load_weights(self, bucket_refs: list, version: int) -> float:
+        """In-place reload of every weight from ObjectRefs of buckets in `cluster.weight_sync`
+        wire form, in model order; returns seconds spent. One pass of vLLM's reload pulls the
+        buckets as it goes (zero-copy views of the object store), so it starts on the first while
+        later ones are still being exported."""
+        import ray
+
         from cluster.weight_sync import from_wire
 
         started = time.perf_counter()
-        named_tensors = from_wire(wire)
-        self.llm.collective_rpc("rf_reload", args=(named_tensors,))
+        received: list[tuple[str, torch.Tensor]] = []
+
+        def named_tensors():
+            for ref in bucket_refs:
+                bucket = from_wire(ray.get(ref))
+                received.extend(bucket)
+                yield from bucket
+
+        self.llm.collective_rpc("rf_reload", args=(named_tensors(),))
         self.llm.reset_prefix_cache()
         if self.mixer is not None:
-            self.mixer[0].load_state_dict(dict(named_tensors), strict=False)
+            self.mixer[0].load_state_dict(dict(received), strict=False)
         self.version = version
         self.busy_s += time.perf_counter() - started
         return time.perf_counter() - started

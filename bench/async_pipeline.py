@@ -49,7 +49,7 @@ class SleepRollout:
         self.busy_s += self.per_prompt * len(prompts)
         return fake_rollouts(prompts, spec.n, self.version)
 
-    def load_weights(self, weights, version: int) -> float:
+    def load_weights(self, bucket_refs: list, version: int) -> float:
         time.sleep(self.reload_s)
         self.version, self.busy_s = version, self.busy_s + self.reload_s
         return self.reload_s
@@ -101,7 +101,10 @@ def build(args, ray):
             return ray.get(self.actors[0].update.remote())
 
         def export_weights(self):
-            return self.actors[0].export_weights.remote()
+            return [self.actors[0].export_weights.remote()]
+
+        def check_export(self):
+            pass
 
     per_prompt = args.generate / args.prompts
     rollouts = Rollouts([ray.remote(SleepRollout).options(num_cpus=0).remote(per_prompt * args.rollout_actors,

@@ -3,11 +3,12 @@
     .venv/bin/python bench/weight_sync.py [--repeats 5] [overrides...]
 
 On a local Ray cluster with the default recipe's learner (DeepSpeed) and rollout actor (vLLM):
-  sync:   `ObjectStoreSync.sync` as the controller runs it — rank 0 gathers and copies its
-          weights to CPU, puts them in the object store once, the rollout actor pulls them and
-          reloads in place (wall time on the driver);
-  reload: inside the rollout actor, the vLLM `reload_weights` pass over the same tensors
-          (the actor's own timing of that call, same sync).
+  sync:   `ObjectStoreSync.sync` as the controller runs it — rank 0 puts its weights in the
+          object store in buckets, the rollout actor reloads them in place as they arrive
+          (wall time on the driver);
+  reload: the same weights exported again and, once every bucket is in the object store, one
+          rollout-actor reload of them: the actor's own timing of that `reload_weights` pass over
+          tensors already in hand.
 Appends to docs/benchmarks.md the mean of each and their ratio (sync / bare reload).
 """
 from __future__ import annotations
@@ -50,8 +51,11 @@ def main() -> None:
             started = time.perf_counter()
             sync.sync(version)
             sync_s.append(time.perf_counter() - started)
-            reload_s.append(sync.last_reload_s)
-        n_params = sum(a.size for _, _, a in ray.get(learners.export_weights()))
+            buckets = learners.export_weights()
+            ray.wait(buckets, num_returns=len(buckets))
+            reload_s.append(ray.get(rollouts.actors[0].load_weights.remote(buckets, version)))
+        buckets = ray.get(learners.export_weights())
+        n_params = sum(a.size for bucket in buckets for _, _, a in bucket)
     finally:
         ray.shutdown()
     s, r = float(np.mean(sync_s)), float(np.mean(reload_s))
@@ -60,8 +64,8 @@ def main() -> None:
 
 - command: `{" ".join(["python bench/weight_sync.py", *sys.argv[1:]])}`
 - machine: {machine()}
-- model: `{cfg.model.path}` ({n_params / 1e6:.1f}M parameters, {cfg.model.dtype}), learner ZeRO stage {cfg.learner.zero_stage}, 1 rollout actor; {args.repeats} syncs after one warm-up
-- baseline: the rollout actor's own `reload_weights` time for the same tensors in the same syncs
+- model: `{cfg.model.path}` ({n_params / 1e6:.1f}M parameters, {cfg.model.dtype}), learner ZeRO stage {cfg.learner.zero_stage}, 1 rollout actor; {args.repeats} syncs after one warm-up; {len(buckets)} buckets of at most {cfg.train.sync_bucket_mb:g} MiB
+- baseline: in the same run, after each sync, the rollout actor's own time for one `reload_weights` pass over the same weights already in the object store
 
 | what | mean s | min s | max s |
 |---|---|---|---|

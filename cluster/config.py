@@ -158,6 +158,9 @@ class TrainConfig(Section):
     prompts_per_step: int = Field(16, ge=1)
     seed: int = 0
     sync_every: int = Field(1, ge=1)
+    # Weights travel to rollout actors in buckets of this size: the reload starts on the first
+    # while the learner exports the next.
+    sync_bucket_mb: float = Field(64.0, gt=0)
     # Rollouts for steps t+1..t+k are generated while step t trains (0: synchronous, on-policy).
     max_staleness: int = Field(0, ge=0)
     eval_every: int = Field(0, ge=0)  # 0: eval before and after only

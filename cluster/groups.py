@@ -111,11 +111,12 @@ class RolloutGroup:
     def generate(self, prompts: Prompts, spec: SamplingSpec) -> Rollouts:
         return self.submit(prompts, spec).result()
 
-    def start_load_weights(self, weights_ref, version: int) -> None:
-        """Queue the reload on every actor: it runs after the requests already sent to that actor
-        and before any sent later, so no in-flight generation is cut short or mixes versions."""
+    def start_load_weights(self, bucket_refs: list, version: int) -> None:
+        """Queue the reload of the weights in `bucket_refs` (refs of wire-form buckets) on every
+        actor: it runs after the requests already sent to that actor and before any sent later,
+        so no in-flight generation is cut short or mixes versions."""
         self._collect_reloads(wait=False)
-        self.reloads += [a.load_weights.remote(weights_ref, version) for a in self.actors]
+        self.reloads += [a.load_weights.remote(bucket_refs, version) for a in self.actors]
 
     def finish_load_weights(self) -> float:
         """Wait for every queued reload; the slowest finished reload's own seconds."""
@@ -211,6 +212,9 @@ class LearnerGroup:
             i, world, model_path, lc, cfg.algo, cfg.model.dtype, cfg.rollout.temperature,
             cfg.train.seed, threads_for()))
         self.micro_batch_size = lc.micro_batch_size
+        self.bucket_bytes = int(cfg.train.sync_bucket_mb * 2**20)
+        self.n_buckets: int | None = None  # planned at the first export
+        self.exporting: list = []
         addr, port = ray.get(self.actors[0].address.remote())
         self.setup_s = max(get_all([a.setup.remote(addr, port) for a in self.actors], self.actors))
 
@@ -238,11 +242,22 @@ class LearnerGroup:
     def update(self, batch: TrainBatch, algorithm, max_new_tokens: int) -> dict[str, float]:
         return self.finish_update(self.start_update(batch, algorithm, max_new_tokens))
 
-    def export_weights(self):
-        """ObjectRef of rank 0's full state (every rank takes part in the gather)."""
-        refs = [a.export_weights.remote() for a in self.actors]
-        get_all(refs[1:], self.actors)  # the other ranks return None; this surfaces their errors
-        return refs[0]
+    def export_weights(self) -> list:
+        """ObjectRefs of rank 0's weights in buckets of at most `train.sync_bucket_mb`, in model
+        order. All buckets are queued at once and each ref is ready as soon as rank 0 has exported
+        its bucket, so a reader loads the first while later ones are still being exported. The
+        other ranks' part (ZeRO-3 gathers) is awaited by `check_export`."""
+        if self.n_buckets is None:
+            plans = get_all([a.plan_weight_buckets.remote(self.bucket_bytes) for a in self.actors], self.actors)
+            self.n_buckets = plans[0]
+        calls = [[a.export_weights.remote(b) for a in self.actors] for b in range(self.n_buckets)]
+        self.exporting = [ref for refs in calls for ref in refs[1:]]
+        return [refs[0] for refs in calls]
+
+    def check_export(self) -> None:
+        """Wait for the other ranks' part of the last export (the ranks are killed if one failed)."""
+        get_all(self.exporting, self.actors)
+        self.exporting = []
 
     def save(self, out_dir: str) -> str:
         return get_all([a.save.remote(out_dir) for a in self.actors], self.actors)[0]

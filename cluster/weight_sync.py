@@ -1,7 +1,8 @@
 """Learner -> rollout weight transfer behind one interface.
 
-`ObjectStoreSync` is the CPU / single-node path: rank 0's full state dict is put in the Ray
-object store once and every rollout actor reloads it in place. An NCCL broadcast path
+`ObjectStoreSync` is the CPU / single-node path: rank 0 puts its weights in the Ray object store
+once, in buckets, and every rollout actor reloads them in place, starting on the first bucket
+while rank 0 exports the next, so export and reload overlap. An NCCL broadcast path
 (GPU, multi-node) implements the same `sync`.
 """
 from __future__ import annotations
@@ -54,6 +55,7 @@ class ObjectStoreSync(WeightSync):
 
     def start(self, version: int) -> None:
         self.rollouts.start_load_weights(self.learners.export_weights(), version)
+        self.learners.check_export()
 
     def finish(self) -> None:
         self.rollouts.finish_load_weights()

@@ -159,8 +159,9 @@ class PolicyEngine(DeepSpeedModel):
         sums["loss/total"] += float(loss.detach())
         return loss
 
-    def named_weights(self, copy: bool = True) -> list[tuple[str, torch.Tensor]]:
-        """Full (gathered) weights on CPU; a collective under ZeRO-3, so every rank calls it.
+    def named_weights(self, copy: bool = True, names: set[str] | None = None) -> list[tuple[str, torch.Tensor]]:
+        """Full (gathered) weights on CPU, in model order (all of them, or those in `names`); a
+        collective under ZeRO-3, so every rank calls it with the same names.
 
         copy=False may return the parameters' own CPU storage (no ZeRO-3 gather needed): only for
         a caller that copies them before the next optimiser step, as the object store does.
@@ -170,12 +171,28 @@ class PolicyEngine(DeepSpeedModel):
         out = []
         zero3 = self.engine.zero_optimization_stage() == 3
         for name, p in self.engine.module.named_parameters():
+            if names is not None and name not in names:
+                continue
             if zero3:
                 with deepspeed.zero.GatheredParameters([p], modifier_rank=None):
                     out.append((name, p.detach().to("cpu", copy=True)))
             else:
                 out.append((name, p.detach().to("cpu", copy=copy)))
         return out
+
+    def weight_buckets(self, max_bytes: int) -> list[set[str]]:
+        """Parameter names in model order cut into consecutive buckets of at most `max_bytes`
+        each (a larger parameter is a bucket of its own)."""
+        buckets: list[set[str]] = []
+        size = max_bytes
+        for name, p in self.engine.module.named_parameters():
+            nbytes = getattr(p, "ds_numel", p.numel()) * p.element_size()  # ZeRO-3: full size
+            if size + nbytes > max_bytes:
+                buckets.append(set())
+                size = 0
+            buckets[-1].add(name)
+            size += nbytes
+        return buckets
 
 
 class CriticEngine(DeepSpeedModel):

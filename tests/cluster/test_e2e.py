@@ -27,7 +27,9 @@ def tiny_overrides(model_path: str, out_dir) -> list[str]:
 def test_two_grpo_steps_sync_weights_and_log_finite_metrics(tiny_model_path, tmp_path):
     from cluster.launch import train
 
-    cfg = load_recipe("recipes/grpo_arith.yaml", tiny_overrides(tiny_model_path, tmp_path) + ["learner.num_workers=2"])
+    # Weights travel in many small buckets (the tiny model is ~13 MB), exported by two ranks.
+    cfg = load_recipe("recipes/grpo_arith.yaml", tiny_overrides(tiny_model_path, tmp_path) + [
+        "learner.num_workers=2", "train.sync_bucket_mb=0.5"])
     summary = train(cfg)
 
     assert summary["steps"] == 2

@@ -25,3 +25,22 @@ def test_read_only_buffers_load_into_a_module_without_warnings(recwarn):
     layer.load_state_dict(dict(from_wire(wire)))
     assert torch.equal(layer.weight.detach(), torch.ones(2, 2))
     assert not [w for w in recwarn if "not writable" in str(w.message)]
+
+
+def _buckets(module: torch.nn.Module, max_bytes: int) -> list[set[str]]:
+    from types import SimpleNamespace
+
+    from learners.engine import PolicyEngine
+
+    return PolicyEngine.weight_buckets(SimpleNamespace(engine=SimpleNamespace(module=module)), max_bytes)
+
+
+def test_weight_buckets_cut_consecutive_parameters_at_the_size_limit():
+    # fp32 sizes in model order: a 48 B, b 16 B, c 40 B, d 8 B, e 100 B
+    m = torch.nn.Module()
+    for name, n in [("a", 12), ("b", 4), ("c", 10), ("d", 2), ("e", 25)]:
+        m.register_parameter(name, torch.nn.Parameter(torch.zeros(n)))
+    # 64 B: a+b = 64 fits; c+d = 48; e alone is over the limit and gets a bucket of its own
+    assert _buckets(m, 64) == [{"a", "b"}, {"c", "d"}, {"e"}]
+    assert _buckets(m, 10_000) == [{"a", "b", "c", "d", "e"}]
+    assert _buckets(m, 1) == [{"a"}, {"b"}, {"c"}, {"d"}, {"e"}]
