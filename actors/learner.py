@@ -95,6 +95,16 @@ class LearnerActor:
         weights = self.engine.named_weights(copy=False, names=None if bucket is None else self.buckets[bucket])
         return to_wire(weights) if self.rank == 0 else None
 
+    def save_state(self, ckpt_dir: str) -> None:
+        """This rank's part of a resumable checkpoint: weights, optimiser and scheduler state
+        (a DeepSpeed checkpoint; every rank calls)."""
+        self.engine.engine.save_checkpoint(ckpt_dir, tag="state")
+
+    def load_state(self, ckpt_dir: str) -> None:
+        path, _ = self.engine.engine.load_checkpoint(ckpt_dir, tag="state")
+        if path is None:
+            raise FileNotFoundError(f"no learner checkpoint in {ckpt_dir}")
+
     def save(self, out_dir: str) -> str | None:
         from transformers import AutoTokenizer
 

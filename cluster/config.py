@@ -167,6 +167,12 @@ class TrainConfig(Section):
     eval_max_new_tokens: int = Field(32, ge=1)
     output_dir: str = "runs/grpo_arith"
     save_final: bool = True
+    # Every N steps: learner (and critic) weights with optimiser state plus the loop's state in
+    # output_dir/checkpoints/step_N (0: never); the newest `keep_checkpoints` are kept.
+    checkpoint_every: int = Field(0, ge=0)
+    keep_checkpoints: int = Field(1, ge=1)
+    # Continue a run from a checkpoint: a step_N directory, or "latest" (newest in output_dir).
+    resume: str | None = None
 
 
 class LoggingConfig(Section):

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from cluster import checkpoint
 from cluster.config import RecipeConfig, dump_recipe
 from cluster.data import PromptStream
 from cluster.metrics import PhaseTimer, RunLogger
@@ -51,6 +52,10 @@ class Controller:
         self.evals, self.pad_id, self.logger = evals, pad_id, logger
         self.version = 0  # the newest policy version queued on the rollout actors
         self.samples_seen = 0
+        self.start_step = 0  # > 0 when resumed from a checkpoint
+        self.acc_before: float | None = None
+        self.curve: list[dict] = []  # held-out accuracy against wall-clock, across restarts
+        self.wall_before = 0.0  # wall seconds of the runs this one continues
         # Weights are synced every `sync_every` steps, which adds up to sync_every - 1 versions.
         self.staleness_bound = cfg.train.max_staleness + cfg.train.sync_every - 1
         self.pipeline = RolloutPipeline(self.staleness_bound, self.request_rollouts)
@@ -137,38 +142,69 @@ class Controller:
             "perf/tokens_per_s": sum(len(r) for r in rollouts.response_ids) / step_s,
         }
 
+    # -- checkpoints ----------------------------------------------------------------------
+    def state(self, steps_done: int, wall_s: float) -> dict:
+        """The loop after `steps_done` steps, for a restart. Rollouts already requested for later
+        steps are not part of it: a restarted loop requests them again, from the same prompts."""
+        return {"step": steps_done, "prompts_consumed": steps_done * self.cfg.train.prompts_per_step,
+                "samples_seen": self.samples_seen, "rewards": self.roles.rewards.state(),
+                "eval_accuracy_before": self.acc_before, "accuracy_curve": self.curve, "wall_s": wall_s}
+
+    def restore(self, state: dict) -> None:
+        """Continue after state["step"] steps (the learner, and critic, already hold that step's
+        weights): the same prompt order, reward statistics and accuracy curve; the rollout actors
+        get the restored weights first."""
+        self.start_step = self.pipeline.next_step = state["step"]
+        self.stream.skip(state["prompts_consumed"])
+        self.samples_seen = state["samples_seen"]
+        self.roles.rewards.load_state(state["rewards"])
+        self.acc_before, self.curve, self.wall_before = state["eval_accuracy_before"], state["accuracy_curve"], state["wall_s"]
+        self.sync_weights(state["step"])
+
+    def save_checkpoint(self, steps_done: int, wall_s: float) -> Path:
+        tmp = checkpoint.begin(checkpoint.checkpoint_root(self.cfg), steps_done)
+        self.roles.learners.save_state(str(tmp / "learner"))
+        if self.roles.critic is not None:
+            self.roles.critic.save_state(str(tmp / "critic"))
+        return checkpoint.commit(tmp, self.state(steps_done, wall_s), self.cfg)
+
+    # -- the run --------------------------------------------------------------------------
     def run(self) -> dict:
         cfg = self.cfg.train
-        started = time.perf_counter()
-        acc_before = self.evaluate()
-        self.logger.log(0, {"eval/accuracy": acc_before})
+        started = time.perf_counter() - self.wall_before
+        if self.start_step == 0:
+            self.acc_before = self.evaluate()
+            self.logger.log(0, {"eval/accuracy": self.acc_before})
+            self.curve = [{"step": 0, "wall_s": 0.0, "eval_accuracy": self.acc_before}]
         step_times: list[dict] = []
         metrics: dict[str, float] = {}
-        curve = [{"step": 0, "wall_s": 0.0, "eval_accuracy": acc_before}]
         self.logger.start_progress()
-        for step in range(cfg.steps):
+        for step in range(self.start_step, cfg.steps):
             metrics = self.train_step(step)
             if cfg.eval_every and (step + 1) % cfg.eval_every == 0 and step + 1 < cfg.steps:
                 metrics["eval/accuracy"] = self.evaluate()
-                curve.append({"step": step + 1, "wall_s": time.perf_counter() - started,
-                              "eval_accuracy": metrics["eval/accuracy"]})
+                self.curve.append({"step": step + 1, "wall_s": time.perf_counter() - started,
+                                   "eval_accuracy": metrics["eval/accuracy"]})
             step_times.append({k: v for k, v in metrics.items() if k.startswith("timing/")})
             self.logger.log(step + 1, metrics)
             self.logger.advance(metrics)
+            if cfg.checkpoint_every and (step + 1) % cfg.checkpoint_every == 0:
+                self.save_checkpoint(step + 1, time.perf_counter() - started)
         if cfg.steps % cfg.sync_every:
             self.sync_weights(cfg.steps)  # eval and save the weights that were trained
         self.roles.sync.finish()
         acc_after = self.evaluate()
         self.logger.log(cfg.steps, {"eval/accuracy": acc_after})
         wall = time.perf_counter() - started
-        curve.append({"step": cfg.steps, "wall_s": wall, "eval_accuracy": acc_after})
+        self.curve.append({"step": cfg.steps, "wall_s": wall, "eval_accuracy": acc_after})
         return {
             "steps": cfg.steps,
+            "start_step": self.start_step,
             "wall_s": wall,
             "samples_per_s": self.samples_seen / wall,
-            "eval_accuracy_before": acc_before,
+            "eval_accuracy_before": self.acc_before,
             "eval_accuracy_after": acc_after,
-            "accuracy_curve": curve,
+            "accuracy_curve": self.curve,
             "final_metrics": metrics,
             "mean_step_timing_s": {k: float(np.mean([t[k] for t in step_times])) for k in step_times[0]},
             "recipe": dump_recipe(self.cfg),

@@ -118,6 +118,13 @@ class PromptStream:
         self._rng = np.random.default_rng(seed)
         self._order: list[int] = []
 
+    def skip(self, n: int) -> None:
+        """Draw and drop `n` prompts: a restarted run continues the same order."""
+        for _ in range(n):
+            if not self._order:
+                self._order = list(self._rng.permutation(len(self.prompts)))
+            self._order.pop()
+
     def next_batch(self, n: int) -> Prompts:
         idx = []
         while len(idx) < n:

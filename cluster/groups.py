@@ -169,6 +169,13 @@ class RewardGroup:
         return Scores(values=values, terms=raw.terms, errors=raw.errors, preferences=raw.preferences,
                       token_rewards=tokens)
 
+    def state(self) -> dict:
+        return {"combiner": self.combiner.state() if self.combiner is not None else None}
+
+    def load_state(self, state: dict) -> None:
+        if self.combiner is not None:
+            self.combiner.load_state(state["combiner"])
+
     def submit(self, pending: PendingRollouts) -> PendingScores:
         refs = [self.balancer.pick(1, lambda a, r=ref: a.score.remote(r)) for ref in pending.refs]
         return PendingScores(refs, pending, self._combine)
@@ -261,6 +268,12 @@ class LearnerGroup:
 
     def save(self, out_dir: str) -> str:
         return get_all([a.save.remote(out_dir) for a in self.actors], self.actors)[0]
+
+    def save_state(self, ckpt_dir: str) -> None:
+        get_all([a.save_state.remote(ckpt_dir) for a in self.actors], self.actors)
+
+    def load_state(self, ckpt_dir: str) -> None:
+        get_all([a.load_state.remote(ckpt_dir) for a in self.actors], self.actors)
 
 
 class CriticGroup(LearnerGroup):

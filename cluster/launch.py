@@ -6,6 +6,7 @@ from pathlib import Path
 
 import ray
 
+from cluster.checkpoint import resolve_resume
 from cluster.config import RecipeConfig, dump_recipe
 from cluster.controller import Controller, Roles, write_summary
 from cluster.data import load_rows, render_prompts
@@ -37,6 +38,7 @@ def build_roles(cfg: RecipeConfig, model_path: str, needs) -> Roles:
 def train(cfg: RecipeConfig) -> dict:
     """Run one recipe to completion; returns the summary also written to summary.json."""
     started = time.perf_counter()
+    resume = resolve_resume(cfg)  # a bad checkpoint is a one-line error before anything starts
     model_path = resolve_model_path(cfg.model.path)
     out_dir = Path(cfg.train.output_dir).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -58,13 +60,21 @@ def train(cfg: RecipeConfig) -> dict:
         controller = Controller(cfg, roles, algorithm, train_prompts, eval_prompts,
                                 tokenizer.pad_token_id, logger)
         checksums_start = roles.rollouts.checksums()
+        if resume is not None:
+            path, state = resume
+            roles.learners.load_state(str(path / "learner"))
+            if roles.critic is not None:
+                roles.critic.load_state(str(path / "critic"))
+            controller.restore(state)
+            checksums_resumed = roles.rollouts.checksums()
         placement = {name: node_ids(group.actors) for name, group in roles.groups().items()}
         summary = controller.run()
         if cfg.train.save_final:
             summary["final_checkpoint"] = roles.learners.save(str(out_dir / "final"))
         summary.update(startup_s=startup_s, total_wall_s=time.perf_counter() - started, ray_address=address,
-                       rollout_checksums={"start": checksums_start, "end": roles.rollouts.checksums()},
-                       placement=placement,
+                       rollout_checksums={"start": checksums_start, "end": roles.rollouts.checksums(),
+                                          **({"resumed": checksums_resumed} if resume else {})},
+                       placement=placement, resumed_from=str(resume[0]) if resume else None,
                        busy_s={name: busy_seconds(group.actors) for name, group in roles.groups().items()})
         summary["summary_path"] = str(write_summary(str(out_dir), summary))
         return summary

@@ -17,7 +17,7 @@ The raw terms stay in `Scores.terms` (logged as `reward/<name>`); `Scores.values
 from __future__ import annotations
 
 import concurrent.futures as cf
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Callable, Literal, Optional, Sequence
 
 import numpy as np
@@ -321,6 +321,14 @@ class Combiner:
         values = maxmin(sums)[0] if self.cfg.kind == "maxmin" else sums[0]
         values = NORMALIZERS[self.cfg.normalize](values, group_ids, self.combined_moments)
         return clip(values, self.cfg.clip)
+
+    def state(self) -> dict:
+        """The running statistics (what a resumed run needs to normalise as this one would)."""
+        return {"terms": {n: asdict(m) for n, m in self.moments.items()}, "combined": asdict(self.combined_moments)}
+
+    def load_state(self, state: dict) -> None:
+        self.moments = {n: RunningMoments(**m) for n, m in state["terms"].items()}
+        self.combined_moments = RunningMoments(**state["combined"])
 
     def _shape(self, term: TermCombineConfig, r: np.ndarray, group_ids: np.ndarray) -> np.ndarray:
         x = NORMALIZERS[term.normalize](r, group_ids, self.moments[term.name])

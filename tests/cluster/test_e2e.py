@@ -73,3 +73,35 @@ def test_async_grpo_with_two_rollout_actors_streams_chunks_within_the_staleness_
     assert [p["step"] for p in summary["accuracy_curve"]] == [0, 2, 3]
     start, end = summary["rollout_checksums"]["start"], summary["rollout_checksums"]["end"]
     assert start[0] != end[0] and end[0] == pytest.approx(end[1], rel=1e-6)  # both actors got the final weights
+
+
+def test_a_stopped_run_resumes_from_its_latest_checkpoint(tiny_model_path, tmp_path):
+    """Two steps with a checkpoint after each (only the newest kept), then the run continues to
+    step 3 from `train.resume=latest`, asynchronously: the rollout actors restart from the
+    checkpoint's weights and the run trains only the missing step."""
+    import torch
+
+    from cluster.launch import train
+
+    common = tiny_overrides(tiny_model_path, tmp_path) + ["train.max_staleness=1", "train.save_final=false",
+                                                           "train.checkpoint_every=1"]
+    first = train(load_recipe("recipes/grpo_arith.yaml", common + ["train.steps=2"]))
+    ckpts = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
+    assert first["steps"] == 2 and ckpts == ["step_2"]
+    state = json.loads((tmp_path / "checkpoints/step_2/state.json").read_text())
+    assert state["step"] == 2 and state["prompts_consumed"] == 8 and state["samples_seen"] == 32
+    saved = torch.load(tmp_path / "checkpoints/step_2/learner/state/mp_rank_00_model_states.pt",
+                       map_location="cpu", weights_only=False)
+    assert saved["optimizer"] is not None
+
+    resumed = train(load_recipe("recipes/grpo_arith.yaml", common + ["train.steps=3", "train.resume=latest"]))
+    assert resumed["start_step"] == 2 and resumed["steps"] == 3
+    assert resumed["resumed_from"] == str((tmp_path / "checkpoints/step_2").resolve())
+    assert [p["step"] for p in resumed["accuracy_curve"]] == [0, 3]
+    assert resumed["eval_accuracy_before"] == first["eval_accuracy_before"]
+    # The rollout actors generated step 3's samples with the checkpoint's weights.
+    policy = load_policy(tiny_model_path)
+    policy.load_state_dict(saved["module"])
+    assert resumed["rollout_checksums"]["resumed"][0] == pytest.approx(probe_logprob_sum(policy, PROBE_IDS), rel=1e-4)
+    assert resumed["rollout_checksums"]["resumed"][0] != resumed["rollout_checksums"]["start"][0]
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["step_3"]

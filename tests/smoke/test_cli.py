@@ -17,6 +17,8 @@ def _run(*args):
      "rewardflow: error: algo.clip_eps: Input should be greater than 0 (got -1)"),
     (["train", "recipes/grpo_arith.yaml", "learner.zero_stag=1"], "rewardflow: error: learner.zero_stag: unknown key"),
     (["train", "recipes/missing.yaml"], "rewardflow: error: recipe recipes/missing.yaml: no such file"),
+    (["train", "recipes/grpo_arith.yaml", "train.resume=nowhere"],
+     "rewardflow: error: train.resume: nowhere is not a checkpoint directory (no state.json)"),
     (["train", "recipes/grpo_arith.yaml", "model.path=/nonexistent/model"],
      "rewardflow: error: model.path: /nonexistent/model is not a local Hugging Face model directory (no config.json)"),
     (["submit", "recipes/grpo_arith.yaml", "algo.group_size=1"],

@@ -106,6 +106,12 @@ class SimRewards:
     def submit(self, pending):
         return SimScores(pending, self)
 
+    def state(self) -> dict:
+        return {"scored": list(self.scored_prompts)}
+
+    def load_state(self, state: dict) -> None:
+        self.scored_prompts = list(state["scored"])
+
 
 @dataclass
 class SimScores:
@@ -169,8 +175,16 @@ def _controller(k: int, sync_every: int, actors: int, chunk: int | None, steps: 
 def test_staleness_bound_order_and_versions_hold_for_any_schedule(k, sync_every, actors, chunk, steps, cut, seed):
     controller, prompts = _controller(k, sync_every, actors, chunk, steps, seed)
     bound = k + sync_every - 1
-    # The loop split into two runs of train_step at `cut`: nothing in flight is lost or repeated.
-    for segment in (range(min(cut, steps)), range(min(cut, steps), steps)):
+    cut = min(cut, steps)
+    # The loop stops after `cut` steps with rollouts in flight and restarts as a new controller
+    # with new rollout actors from its state (as `train.resume` does): nothing is lost or repeated.
+    runs = []
+    for segment in (range(cut), range(cut, steps)):
+        if segment.start > 0:
+            state = controller.state(segment.start, wall_s=0.0)
+            controller, _ = _controller(k, sync_every, actors, chunk, steps, seed + 1)
+            controller.restore(state)
+        runs.append(controller)
         for step in segment:
             metrics = controller.train_step(step)
             assert 0 <= metrics["async/staleness"] <= bound
@@ -179,8 +193,9 @@ def test_staleness_bound_order_and_versions_hold_for_any_schedule(k, sync_every,
     expected = [i for _ in range(steps) for i in stream.next_batch(3).ids]
     assert controller.samples_seen == steps * 3 * 2
     # Versions seen by each actor never go back.
-    for actor in controller.roles.rollouts.actors:
-        assert actor.generated_with == sorted(actor.generated_with)
+    for run in runs:
+        for actor in run.roles.rollouts.actors:
+            assert actor.generated_with == sorted(actor.generated_with)
     assert controller.pipeline.next_step == steps and len(controller.pipeline) == 0
     assert controller.roles.rewards.scored_prompts == expected
 
