@@ -13,6 +13,7 @@ import numpy as np
 from cluster.protocol import Rollouts, TermScores
 from learners.algos.online_dpo import pair_rows
 from rewards.base import PairwiseReward, Sample
+from rewards.implicit import TokenIdsReward
 from rewards.steps import StepReward, token_end_offsets
 from rewards.compose import IsolatedRunner, prefer_pairs, score_terms
 from rewards.math_correct import MathCorrect, MathCorrectConfig
@@ -22,7 +23,8 @@ from rewards.registry import REWARDS
 class RewardActor:
     def __init__(self, terms_cfg: list, timeout_s: float, tokenizer_path: str | None = None):
         built = {t.name: (REWARDS[t.name](t.args), t.weight) for t in terms_cfg}
-        self.rewards = {n: r for n, (r, _) in built.items() if not isinstance(r, PairwiseReward)}
+        self.rewards = {n: r for n, (r, _) in built.items() if not isinstance(r, (PairwiseReward, TokenIdsReward))}
+        self.on_token_ids = {n: r for n, (r, _) in built.items() if isinstance(r, TokenIdsReward)}
         self.pairwise = {n: (r, w) for n, (r, w) in built.items() if isinstance(r, PairwiseReward)}
         self.runner = IsolatedRunner(timeout_s)
         self.verifier = {"accuracy": MathCorrect(MathCorrectConfig())}
@@ -45,6 +47,8 @@ class RewardActor:
         out = score_terms(self.rewards, samples, self.runner)
         if self.stepwise:
             self._score_tokens(rollouts, samples, out)
+        for name, reward in self.on_token_ids.items():
+            self._score_token_ids(name, reward, rollouts, out)
         if self.pairwise:
             rows = pair_rows(np.asarray(rollouts.group_ids)).tolist()
             out.preferences, pair_errors = prefer_pairs(
@@ -65,6 +69,24 @@ class RewardActor:
                 if err is not None:
                     out.errors[i] = out.errors[i] or f"{name}: {err}"
             out.token_terms[name] = values
+
+    def _score_token_ids(self, name: str, reward: TokenIdsReward, rollouts: Rollouts, out: TermScores) -> None:
+        """One batched call over the sampled token ids; a failure costs every sample of the call
+        (zeros, error recorded), a non-finite value costs its sample."""
+        values, err = self.runner.run_any(lambda: reward.token_values(rollouts.prompt_ids, rollouts.response_ids))
+        if err is None and len(values) != len(rollouts):
+            values, err = None, f"{len(values)} values for {len(rollouts)} samples"
+        if err is not None:
+            values = [np.zeros(len(ids)) for ids in rollouts.response_ids]
+        sums = np.zeros(len(rollouts))
+        for i, v in enumerate(values):
+            why = err if err is not None else (None if np.isfinite(v).all() else "non-finite value")
+            if why is not None:
+                values[i] = np.zeros(len(rollouts.response_ids[i]))
+                out.errors[i] = out.errors[i] or f"{name}: {why}"
+            sums[i] = float(np.sum(values[i]))
+        out.terms[name] = sums
+        out.token_terms[name] = list(values)
 
     def accuracy(self, rollouts: Rollouts) -> TermScores:
         """Correctness of the final answer against the reference (for eval/accuracy)."""

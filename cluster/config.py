@@ -242,9 +242,6 @@ def _check_term_kinds(terms: list[RewardTermConfig], pairs: bool) -> None:
     pair_algos = sorted(n for n, a in ALGORITHMS.items() if a(a.Config()).needs().pairs)
     for i, t in enumerate(terms):
         cls = REWARDS[t.name]
-        if getattr(cls, "needs_logprobs", False):
-            raise ValueError(f"rewards.{i}.name: {t.name} is computed from policy and reference logprobs, not "
-                             "from text; it cannot be a recipe reward term yet")
         if issubclass(cls, PairwiseReward) and not pairs:
             raise ValueError(f"rewards.{i}.name: {t.name} compares two responses; only pair algorithms "
                              f"({', '.join(pair_algos)}) use pairwise rewards")

@@ -1,19 +1,19 @@
-"""The implicit reward β·(log π − log π_ref): a reward read off a language model's own logprobs.
+"""The implicit reward β·(log π − log π_ref): a reward read off a language model's logprobs.
 
-Taxonomy: basis judge/self (the model is its own reward model), format scalar, expression
-implicit, granularity token. It is not a function of the response text: it needs the logprobs of
-the response tokens under the model π and under the frozen reference π_ref, which the learner
-(or the reference actor) computes. Hence `Implicit.needs_logprobs = True` and a pointwise
-`score` that raises; the learner calls `implicit_token_rewards` / `implicit_sequence_reward`
-(or the `Implicit` instance's wrappers, which carry β from config).
+Taxonomy: basis judge/self (a language model is the reward model), format scalar, expression
+implicit, granularity token. π is a model trained for the preference or outcome (a DPO
+checkpoint, PRIME's implicit process reward model) and π_ref the model it was trained from; the
+reward actor runs both over the sampled token ids and returns the per-token values (dense token
+rewards for PPO / REINFORCE++) and their sum (the sequence value every algorithm sees).
 
 Shapes: B sequences, T response positions; `mask` is the response mask [B, T] (1 for generated
-tokens, 0 for padding). Torch only (layering rule, tests/unit/test_layering.py).
+tokens, 0 for padding). No Ray, vLLM or DeepSpeed here (layering rule, tests/unit/test_layering.py).
 """
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Literal
 
+import numpy as np
 import torch
 from pydantic import Field
 
@@ -53,32 +53,76 @@ def implicit_sequence_reward(
 
 
 class ImplicitConfig(RewardConfig):
+    model: str  # π: a local checkpoint directory (e.g. a DPO-trained policy), or "default"
+    reference: str  # π_ref: the model π was trained from
     beta: float = Field(0.05, gt=0)
+    batch_size: int = Field(8, ge=1)
+    dtype: Literal["float32", "bfloat16"] = "float32"
 
 
-class Implicit(Reward):
-    """Marker and β-holder for the implicit reward; the learner computes it from logprobs.
+class TokenIdsReward(Reward):
+    """A reward computed on the sampled token ids, batched: `token_values` gives each response's
+    per-token values, whose sum is its sequence value. The reward actor calls it once per
+    batch; `score` serves one text sample (tokenised with the reward's own tokenizer)."""
 
-    `needs_logprobs = True` tells the controller and the contract tests that this reward cannot
-    run in the reward actor on text: it must be routed to where policy and reference logprobs
-    of the response tokens exist.
-    """
+    def token_values(self, prompt_ids: list, response_ids: list) -> list[np.ndarray]:
+        raise NotImplementedError
 
+
+class Implicit(TokenIdsReward):
     Config = ImplicitConfig
     taxonomy = Taxonomy(Basis.JUDGE, Format.SCALAR, Expression.IMPLICIT, Granularity.TOKEN)
-    summary = "β·(log π − log π_ref) per token (DPO / PRIME implicit reward): tensor functions, not a recipe term yet"
-    needs_logprobs: ClassVar[bool] = True
+    summary = "β·(log π − log π_ref) per token from two local models (DPO / PRIME implicit reward)"
+    heavy_example = True
 
-    def token_rewards(self, logprobs: torch.Tensor, ref_logprobs: torch.Tensor,
-                      response_mask: torch.Tensor) -> torch.Tensor:
-        return implicit_token_rewards(logprobs, ref_logprobs, response_mask, self.cfg.beta)
+    def __init__(self, cfg: ImplicitConfig):
+        super().__init__(cfg)
+        self._models = None  # loaded on first use, in the process that scores
 
-    def sequence_rewards(self, logprobs: torch.Tensor, ref_logprobs: torch.Tensor,
-                         response_mask: torch.Tensor) -> torch.Tensor:
-        return implicit_sequence_reward(logprobs, ref_logprobs, response_mask, self.cfg.beta)
+    @classmethod
+    def example_config(cls) -> ImplicitConfig:
+        """Two tiny random models built locally (for the registry's contract test)."""
+        from learners.models import build_tiny_model, cache_dir
+
+        return ImplicitConfig(model=str(build_tiny_model(cache_dir() / "tiny-llama-test")),
+                              reference=str(build_tiny_model(cache_dir() / "tiny-llama-test-seed1", seed=1)))
+
+    def _load(self):
+        if self._models is None:
+            from learners.models import load_policy, load_tokenizer, resolve_model_path
+
+            paths = [resolve_model_path(p) for p in (self.cfg.model, self.cfg.reference)]
+            self._models = ([load_policy(p, self.cfg.dtype).eval() for p in paths], load_tokenizer(paths[0]))
+        return self._models
+
+    @torch.no_grad()
+    def token_values(self, prompt_ids: list, response_ids: list) -> list[np.ndarray]:
+        """β·(log π − log π_ref) of every response token [T_i], in batches of `batch_size`."""
+        from cluster.protocol import pad_left, pad_right
+        from learners.ops import token_logprobs
+
+        (policy, reference), tokenizer = self._load()
+        out: list[np.ndarray] = []
+        for lo in range(0, len(response_ids), self.cfg.batch_size):
+            prompts, responses = prompt_ids[lo:lo + self.cfg.batch_size], response_ids[lo:lo + self.cfg.batch_size]
+            lengths = [len(r) for r in responses]
+            if max(lengths) == 0:
+                out += [np.zeros(0) for _ in responses]
+                continue
+            pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0  # masked anyway
+            resp = pad_right(responses, pad)
+            mask = pad_right([np.ones(n) for n in lengths], 0, torch.float32, width=resp.shape[1])
+            ids = torch.cat([pad_left(prompts, pad), resp], dim=1)
+            attn = torch.cat([pad_left([np.ones(len(p), dtype=np.int64) for p in prompts], 0), mask.long()], dim=1)
+            positions = (attn.cumsum(-1) - 1).clamp(min=0)
+            logprobs = [token_logprobs(m(input_ids=ids, attention_mask=attn, position_ids=positions, use_cache=False,
+                                         logits_to_keep=resp.shape[1] + 1).logits[:, :-1].float(), resp)
+                        for m in (policy, reference)]
+            values = implicit_token_rewards(*logprobs, mask, self.cfg.beta)
+            out += [values[i, :n].double().numpy() for i, n in enumerate(lengths)]
+        return out
 
     def score(self, sample: Sample) -> float:
-        raise NotImplementedError(
-            "the implicit reward β·(log π − log π_ref) is computed by the learner from policy and "
-            "reference logprobs of the response tokens (Implicit.token_rewards), not from text; "
-            "it cannot be scored pointwise in the reward actor")
+        _, tokenizer = self._load()
+        ids = [tokenizer(text, add_special_tokens=False)["input_ids"] for text in (sample.prompt, sample.response)]
+        return float(self.token_values([ids[0]], [ids[1]])[0].sum())

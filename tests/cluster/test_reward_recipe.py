@@ -26,3 +26,23 @@ def test_weighted_combination_recipe_runs_and_logs_each_term(tiny_model_path, tm
     # Weighted sum is linear, so the batch means combine with the same weights.
     assert m["reward/total"] == pytest.approx(sum(w * m[f"reward/{n}"] for n, w in terms.items()), abs=1e-9)
     assert m["reward/errors"] == 0
+
+
+def test_implicit_reward_term_gives_reinforce_pp_dense_token_rewards(tiny_model_path, tmp_path):
+    """`implicit` as the only term: the reward actor runs π and π_ref over the sampled ids; the
+    sequence value is the sum of the per-token values REINFORCE++ trains on."""
+    from cluster.launch import train
+    from learners.models import build_tiny_model, cache_dir
+
+    ref = build_tiny_model(cache_dir() / "tiny-llama-test-seed1", seed=1)
+    overrides = [o for o in algo_overrides(tiny_model_path, tmp_path) if not o.startswith("rewards=")]
+    cfg = load_recipe("recipes/reinforce_pp_arith.yaml", overrides + [
+        f"rewards=[{{name: implicit, args: {{model: {tiny_model_path}, reference: {ref}, beta: 1.0}}}}]",
+        "reward.timeout_s=60"])
+    summary = train(cfg)
+
+    m = summary["final_metrics"]
+    assert m["reward/errors"] == 0
+    assert math.isfinite(m["reward/implicit"]) and m["reward/implicit"] != 0
+    assert m["reward/total"] == pytest.approx(m["reward/implicit"], abs=1e-9)  # weight 1, no normalisation
+    assert math.isfinite(m["loss/policy"])

@@ -37,7 +37,7 @@ def test_config_is_frozen():
     ("cluster.num_cpus=-2", "cluster.num_cpus: Input should be greater than 0 (got -2)"),
     ("rewards=[{name: math_correct}, {name: math_correct, weight: 2}]",
      "rewards: math_correct listed twice; each term needs a distinct reward"),
-    ("rewards=[{name: implicit}]", "rewards.0.name: implicit is computed from policy and reference logprobs"),
+    ("rewards=[{name: implicit}]", "rewards.0.args.model: Field required"),
     ("rewards=[{name: remote_pairwise_probe}]", "rewards.0.name: unknown reward"),
     ("rollout.resources={CPU: 1}", "rollout.resources: CPU: custom resources need a new name"),
     ("train.max_staleness=-1", "train.max_staleness: Input should be greater than or equal to 0 (got -1)"),

@@ -1,7 +1,7 @@
 """Contract of every registered reward, parametrised over the registry.
 
 Each reward builds from its `example_config()`, scores a small batch (a pairwise reward through
-`prefer`, a reward computed from logprobs through `sequence_rewards`), rejects unknown config
+`prefer`), rejects unknown config
 keys, reports its four taxonomy tags, and has its row in docs/rewards.md. Rewards whose example
 needs a model or a server (`heavy_example = True`) are marked `cluster`: deselected by
 `-m "not cluster"`, still run by `make test`.
@@ -75,12 +75,6 @@ def test_scores_a_batch(name, reward):
     if isinstance(reward, PairwiseReward):
         values = [reward.prefer(s, replace(s, response="I do not know.")) for s in BATCH]
         assert all(0.0 <= v <= 1.0 for v in values), values
-    elif getattr(reward, "needs_logprobs", False):
-        logprobs = torch.tensor([[-1.0, -2.0, -0.5], [-0.3, -0.1, 0.0]])
-        ref_logprobs = torch.tensor([[-1.5, -2.0, -0.4], [-0.3, -0.2, -9.0]])
-        mask = torch.tensor([[1.0, 1.0, 1.0], [1.0, 1.0, 0.0]])
-        values = reward.sequence_rewards(logprobs, ref_logprobs, mask).tolist()
-        assert len(values) == 2
     else:
         values = [reward.score(s) for s in BATCH]
         assert all(isinstance(v, float) for v in values), values

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from rewards.base import Basis, Expression, Format, Granularity, Sample
+from rewards.base import Basis, Expression, Format, Granularity, Sample, Taxonomy
 from rewards.implicit import Implicit, ImplicitConfig, implicit_sequence_reward, implicit_token_rewards
 from rewards.registry import REWARDS
 from rewards.steps import (
@@ -179,19 +179,34 @@ def test_implicit_sequence_reward_is_the_masked_sum():
     torch.testing.assert_close(out, torch.tensor([-0.25, 0.25]))
 
 
-def test_implicit_reward_class_is_tagged_and_refuses_text_scoring():
-    reward = Implicit(ImplicitConfig(beta=0.5))
-    assert reward.taxonomy.basis is Basis.JUDGE and reward.taxonomy.format is Format.SCALAR
-    assert reward.taxonomy.expression is Expression.IMPLICIT and reward.taxonomy.granularity is Granularity.TOKEN
-    assert Implicit.needs_logprobs is True
-    with pytest.raises(NotImplementedError, match="computed by the learner"):
-        reward.score(Sample("q", "r"))
-    # β = 0.5 comes from config: the values of the two tests above
-    torch.testing.assert_close(reward.sequence_rewards(LOGPROBS, REF_LOGPROBS, MASK), torch.tensor([-0.25, 0.25]))
-    torch.testing.assert_close(reward.token_rewards(LOGPROBS, REF_LOGPROBS, MASK),
-                               torch.tensor([[0.25, -0.5, 0.0], [0.25, 0.0, 0.0]]))
+def test_implicit_reward_runs_both_models_over_the_token_ids(tiny_model_path):
+    """token_values in padded batches (prompts and responses of different lengths, an empty
+    response) equal β·(log π − log π_ref) from unpadded forwards of each sequence alone."""
+    from learners.models import build_tiny_model, cache_dir, load_policy
+    from learners.ops import token_logprobs
+
+    ref_path = str(build_tiny_model(cache_dir() / "tiny-llama-test-seed1", seed=1))
+    reward = Implicit(ImplicitConfig(model=tiny_model_path, reference=ref_path, beta=0.5, batch_size=2))
+    assert reward.taxonomy == Taxonomy(Basis.JUDGE, Format.SCALAR, Expression.IMPLICIT, Granularity.TOKEN)
+    prompts = [np.array([5, 6, 7]), np.array([9]), np.array([3, 4]), np.array([8, 8, 8, 8])]
+    responses = [np.array([11, 12]), np.array([13, 14, 15, 16]), np.array([], dtype=np.int64), np.array([17])]
+    values = reward.token_values(prompts, responses)
+
+    models = [load_policy(p).eval() for p in (tiny_model_path, ref_path)]
+    for prompt, response, got in zip(prompts, responses, values):
+        assert got.shape == (len(response),)
+        if len(response) == 0:
+            continue
+        ids = torch.tensor([np.concatenate([prompt, response])])
+        with torch.no_grad():
+            lp = [token_logprobs(m(input_ids=ids).logits[:, len(prompt) - 1:-1], ids[:, len(prompt):])[0] for m in models]
+        torch.testing.assert_close(torch.from_numpy(got).float(), 0.5 * (lp[0] - lp[1]))
+    # A model against itself has no implicit reward; text scoring sums the token values.
+    same = Implicit(ImplicitConfig(model=tiny_model_path, reference=tiny_model_path))
+    assert all((v == 0).all() for v in same.token_values(prompts, responses))
+    assert same.score(Sample("What is 2 + 2?", " 4")) == 0.0
     with pytest.raises(ValueError):
-        ImplicitConfig(beta=0.0)
+        ImplicitConfig(model="m", reference="r", beta=0.0)
 
 
 def test_registered_with_taxonomy():
