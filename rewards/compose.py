@@ -75,15 +75,35 @@ class IsolatedRunner:
 
 
 def score_terms(rewards: dict[str, Reward], samples: list[Sample], runner: IsolatedRunner) -> TermScores:
-    """Raw value of every term on every sample; a sample's first failure is its error."""
+    """Raw value of every term on every sample; a sample's first failure (in term order) is its
+    error. A reward with `score_batch` (reward models, remote rewards) gets one call for all
+    samples; if that call fails, its samples are scored one by one, so only failing ones cost."""
     raw = {name: np.zeros(len(samples), dtype=np.float64) for name in rewards}
-    errors: list[str | None] = [None] * len(samples)
-    for i, sample in enumerate(samples):
-        for name, reward in rewards.items():
-            raw[name][i], err = runner.call(reward, sample)
-            if err is not None and errors[i] is None:
-                errors[i] = f"{name}: {err}"
-    return TermScores(terms=raw, errors=errors)
+    errors: list[list[str]] = [[] for _ in samples]
+    for name, reward in rewards.items():
+        batched = _score_batch(reward, samples, runner) if hasattr(reward, "score_batch") else None
+        for i, sample in enumerate(samples):
+            value, err = batched[i] if batched is not None else runner.call(reward, sample)
+            raw[name][i] = value
+            if err is not None:
+                errors[i].append(f"{name}: {err}")
+    return TermScores(terms=raw, errors=[e[0] if e else None for e in errors])
+
+
+def _score_batch(reward: Reward, samples: list[Sample], runner: IsolatedRunner) -> list[tuple[float, str | None]] | None:
+    """(value, error) per sample from one `score_batch` call, or None when the call failed as a
+    whole. A batch answer may carry per-sample errors (`.values`, `.errors`: remote rewards)."""
+    out, err = runner.run_any(lambda: reward.score_batch(samples))
+    if err is not None:
+        return None
+    values, errs = (out.values, out.errors) if hasattr(out, "errors") else (list(out), [None] * len(samples))
+    if len(values) != len(samples) or len(errs) != len(samples):
+        return None
+    result = []
+    for v, e in zip(values, errs):
+        v = float(v) if e is None else 0.0
+        result.append((0.0, "non-finite value") if not np.isfinite(v) else (v, e))
+    return result
 
 
 def score_weighted(terms: list[Term], samples: list[Sample], runner: IsolatedRunner) -> Scores:

@@ -201,6 +201,39 @@ def test_score_terms_keeps_raw_terms_and_first_error():
     assert out.errors == ["raises: RuntimeError: boom"] * 2
 
 
+class _Batched(Reward):
+    """Scores len(response); its batch call fails whenever a response says "bad"."""
+
+    def __init__(self):
+        self.batch_calls, self.single_calls = 0, 0
+
+    def score_batch(self, samples):
+        self.batch_calls += 1
+        if any(s.response == "bad" for s in samples):
+            raise ValueError("bad batch")
+        return [float(len(s.response)) for s in samples]
+
+    def score(self, sample):
+        self.single_calls += 1
+        if sample.response == "bad":
+            raise ValueError("bad sample")
+        return float(len(sample.response))
+
+
+def test_batched_rewards_get_one_call_and_fall_back_to_samples_when_it_fails():
+    runner = IsolatedRunner(timeout_s=5)
+    good = [Sample("q", "ab"), Sample("q", "abcd")]
+    reward = _Batched()
+    out = score_terms({"b": reward}, good, runner)
+    assert out.terms["b"].tolist() == [2.0, 4.0] and out.errors == [None, None]
+    assert (reward.batch_calls, reward.single_calls) == (1, 0)
+    # The batch fails as a whole: each sample is scored alone and only the bad one costs.
+    out = score_terms({"b": reward}, [good[0], Sample("q", "bad"), good[1]], runner)
+    assert out.terms["b"].tolist() == [2.0, 0.0, 4.0]
+    assert out.errors == [None, "b: ValueError: bad sample", None]
+    assert (reward.batch_calls, reward.single_calls) == (2, 3)
+
+
 def test_reward_actor_returns_raw_terms_that_the_driver_combines():
     cfg = load_recipe("recipes/grpo_arith.yaml", [
         "rewards=[{name: math_correct}, {name: length_penalty, weight: 0.5, args: {free_tokens: 1, coef: 1}}]"])
