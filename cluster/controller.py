@@ -68,7 +68,7 @@ class Controller:
         # prefill discards a sample; the engine itself is seeded from train.seed.
         spec = SamplingSpec(n=self.needs.samples_per_prompt, max_new_tokens=r.max_new_tokens,
                             temperature=r.temperature, top_p=r.top_p,
-                            mixture_coef=self.needs.mixture_coef if self.needs.mixture_sampling else None)
+                            mixture_coef=self.algorithm.mixture_coef(step) if self.needs.mixture_sampling else None)
         prompts = self.stream.next_batch(self.cfg.train.prompts_per_step)
         pending = self.roles.rollouts.submit(prompts, spec, r.chunk_prompts)
         return InFlight(step, prompts, version, pending, self.roles.rewards.submit(pending))
@@ -133,6 +133,7 @@ class Controller:
             self.logger.samples_table(step, rollouts, scores)
         return {
             **rollout_metrics(rollouts, scores), **prep_metrics, **train_metrics, **timer.times,
+            **({"train/mixture_coef": self.algorithm.mixture_coef(step)} if self.needs.mixture_sampling else {}),
             "async/staleness": float(staleness),
             "async/in_flight": float(len(self.pipeline)),
             "timing/reload": self.roles.sync.last_reload_s,

@@ -58,6 +58,10 @@ class Algorithm:
     def needs(self) -> Needs:
         raise NotImplementedError
 
+    def mixture_coef(self, step: int) -> float:
+        """Weight of the reference in the mixture sampled for step `step` (mixture sampling only)."""
+        return self.needs().mixture_coef
+
     def train_rows(self, num_prompts: int) -> int:
         """Rows of the batch `prepare` makes from `num_prompts` prompts."""
         return num_prompts * self.needs().samples_per_prompt

@@ -24,6 +24,10 @@ class NashMDConfig(AlgoConfig):
     name: Literal["nash_md"] = "nash_md"
     beta: float = Field(0.1, gt=0)  # KL(π‖π_ref) coefficient
     mixture_coef: float = Field(0.5, ge=0, le=1)  # β_m: weight of the reference in the mixture
+    # β_m(t) = mixture_coef / (1 + mixture_decay·t). Nash-MD's last iterate converges to the Nash
+    # equilibrium when the mixture weight shrinks with the step size; a fixed one converges to a
+    # regularised point (tests/unit/test_preference_game.py shows both).
+    mixture_decay: float = Field(0.0, ge=0)
 
 
 class NashMD(Algorithm):
@@ -33,6 +37,9 @@ class NashMD(Algorithm):
     def needs(self) -> Needs:
         return Needs(samples_per_prompt=2, reference=True, pairs=True, mixture_sampling=True,
                      mixture_coef=self.cfg.mixture_coef)
+
+    def mixture_coef(self, step: int) -> float:
+        return self.cfg.mixture_coef / (1.0 + self.cfg.mixture_decay * step)
 
     def train_rows(self, num_prompts: int) -> int:
         return num_prompts

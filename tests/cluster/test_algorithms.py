@@ -15,8 +15,10 @@ RECIPES = {
     "online_dpo_arith": ("train/reward_margin", "train/pref_accuracy", "train/decided_pair_frac"),
     "online_ipo_arith": ("train/reward_margin", "train/kl"),
     "ipo_md_arith": ("train/reward_margin", "train/kl"),
-    "nash_md_arith": ("train/win_rate_vs_mixture", "train/kl"),
+    "nash_md_arith": ("train/win_rate_vs_mixture", "train/kl", "train/mixture_coef"),
 }
+# recipe -> (extra overrides, final-step metrics they determine)
+EXTRA = {"nash_md_arith": (["algo.mixture_decay=1.0"], {"train/mixture_coef": 0.25})}  # 0.5 / (1 + 1·1)
 
 
 def algo_overrides(model_path: str, out_dir) -> list[str]:
@@ -35,7 +37,8 @@ def algo_overrides(model_path: str, out_dir) -> list[str]:
 def test_recipe_runs_two_steps(recipe, tiny_model_path, tmp_path):
     from cluster.launch import train
 
-    cfg = load_recipe(f"recipes/{recipe}.yaml", algo_overrides(tiny_model_path, tmp_path))
+    extra, expected = EXTRA.get(recipe, ([], {}))
+    cfg = load_recipe(f"recipes/{recipe}.yaml", algo_overrides(tiny_model_path, tmp_path) + extra)
     summary = train(cfg)
 
     assert summary["steps"] == 2
@@ -45,6 +48,8 @@ def test_recipe_runs_two_steps(recipe, tiny_model_path, tmp_path):
     for key in ("reward/total", "loss/policy", "train/entropy", "rollout/response_len", "timing/update",
                 "timing/weight_sync", *RECIPES[recipe]):
         assert math.isfinite(metrics[key]), key
+    for key, value in expected.items():
+        assert metrics[key] == value, key
 
 
 @pytest.fixture(scope="module")

@@ -136,3 +136,10 @@ def test_truncated_importance_sampling_uses_learner_old_logprobs_and_caps_the_we
     # w = min(π_old/π_rollout, 2) = [min(5, 2), min(1.25, 2)] = [2, 1.25]; token mean of -w = -1.625
     assert_close(loss, torch.tensor(-1.625))
     assert_close(m["train/tis_weight"], torch.tensor(1.625))
+
+
+def test_nash_md_mixture_weight_decays_with_the_step():
+    fixed = NashMD(NashMDConfig(mixture_coef=0.5))
+    assert [fixed.mixture_coef(t) for t in (0, 1, 7)] == [0.5, 0.5, 0.5]
+    decayed = NashMD(NashMDConfig(mixture_coef=0.5, mixture_decay=1.0))
+    assert [decayed.mixture_coef(t) for t in (0, 1, 3)] == [0.5, 0.25, 0.125]  # 0.5 / (1 + t)
