@@ -1,6 +1,6 @@
 """Benchmark: learner -> rollout weight sync against a bare vLLM reload of the same weights.
 
-    .venv/bin/python bench/weight_sync.py [--repeats 5] [overrides...]
+    .venv/bin/python bench/weight_sync.py [--repeats 10] [overrides...]
 
 On a local Ray cluster with the default recipe's learner (DeepSpeed) and rollout actor (vLLM):
   sync:   `ObjectStoreSync.sync` as the controller runs it — rank 0 puts its weights in the
@@ -29,7 +29,7 @@ from bench.grpo_default import machine, publish  # noqa: E402
 
 def main() -> None:
     p = argparse.ArgumentParser()
-    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--repeats", type=int, default=10)
     args, overrides = p.parse_known_args()
     import ray
 
@@ -67,11 +67,11 @@ def main() -> None:
 - model: `{cfg.model.path}` ({n_params / 1e6:.1f}M parameters, {cfg.model.dtype}), learner ZeRO stage {cfg.learner.zero_stage}, 1 rollout actor; {args.repeats} syncs after one warm-up; {len(buckets)} buckets of at most {cfg.train.sync_bucket_mb:g} MiB
 - baseline: in the same run, after each sync, the rollout actor's own time for one `reload_weights` pass over the same weights already in the object store
 
-| what | mean s | min s | max s |
-|---|---|---|---|
-| full sync (export + object store + reload), driver wall | {s:.3f} | {min(sync_s):.3f} | {max(sync_s):.3f} |
-| bare vLLM reload inside the rollout actor | {r:.3f} | {min(reload_s):.3f} | {max(reload_s):.3f} |
-| ratio sync / bare reload | {s / r:.2f}x | | |
+| what | mean s | median s | min s | max s |
+|---|---|---|---|---|
+| full sync (export + object store + reload), driver wall | {s:.3f} | {np.median(sync_s):.3f} | {min(sync_s):.3f} | {max(sync_s):.3f} |
+| bare vLLM reload inside the rollout actor | {r:.3f} | {np.median(reload_s):.3f} | {min(reload_s):.3f} | {max(reload_s):.3f} |
+| ratio sync / bare reload | {s / r:.2f}x | {np.median(sync_s) / np.median(reload_s):.2f}x | | |
 """
     publish(text)
 

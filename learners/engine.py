@@ -181,18 +181,23 @@ class PolicyEngine(DeepSpeedModel):
         return out
 
     def weight_buckets(self, max_bytes: int) -> list[set[str]]:
-        """Parameter names in model order cut into consecutive buckets of at most `max_bytes`
-        each (a larger parameter is a bucket of its own)."""
+        """Parameter names cut into buckets of at most `max_bytes`: consecutive parameters in
+        model order, then each larger parameter (an embedding) as a bucket of its own, last, so
+        the reader starts on a small first bucket while the large ones are still being exported."""
         buckets: list[set[str]] = []
+        large: list[set[str]] = []
         size = max_bytes
         for name, p in self.engine.module.named_parameters():
             nbytes = getattr(p, "ds_numel", p.numel()) * p.element_size()  # ZeRO-3: full size
+            if nbytes > max_bytes:
+                large.append({name})
+                continue
             if size + nbytes > max_bytes:
                 buckets.append(set())
                 size = 0
             buckets[-1].add(name)
             size += nbytes
-        return buckets
+        return buckets + large
 
 
 class CriticEngine(DeepSpeedModel):

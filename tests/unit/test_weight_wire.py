@@ -40,7 +40,10 @@ def test_weight_buckets_cut_consecutive_parameters_at_the_size_limit():
     m = torch.nn.Module()
     for name, n in [("a", 12), ("b", 4), ("c", 10), ("d", 2), ("e", 25)]:
         m.register_parameter(name, torch.nn.Parameter(torch.zeros(n)))
-    # 64 B: a+b = 64 fits; c+d = 48; e alone is over the limit and gets a bucket of its own
+    # 64 B: a+b = 64 fits; c+d = 48; e is over the limit: a bucket of its own, last
     assert _buckets(m, 64) == [{"a", "b"}, {"c", "d"}, {"e"}]
+    # 50 B: a, then b+c (56 > 50, so b alone), ... ; e stays last
+    assert _buckets(m, 50) == [{"a"}, {"b"}, {"c", "d"}, {"e"}]
+    # 40 B: a (48 B) is over the limit too: the large ones follow the rest, in model order
+    assert _buckets(m, 40) == [{"b"}, {"c"}, {"d"}, {"a"}, {"e"}]
     assert _buckets(m, 10_000) == [{"a", "b", "c", "d", "e"}]
-    assert _buckets(m, 1) == [{"a"}, {"b"}, {"c"}, {"d"}, {"e"}]
