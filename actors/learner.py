@@ -95,6 +95,19 @@ class LearnerActor:
         weights = self.engine.named_weights(copy=False, names=None if bucket is None else self.buckets[bucket])
         return to_wire(weights) if self.rank == 0 else None
 
+    def share_weights(self) -> dict | None:
+        """Rank 0 moves its parameters into one shared-memory file and returns its descriptor
+        (`learners/shared_weights.py`; ZeRO stage 0 in float32 on CPU, which updates them in
+        place); other ranks return None."""
+        from learners.shared_weights import share_parameters
+
+        return share_parameters(self.engine.engine.module) if self.rank == 0 else None
+
+    def unlink_shared_weights(self, descriptor: dict) -> None:
+        from learners.shared_weights import unlink
+
+        unlink(descriptor)
+
     def save_state(self, ckpt_dir: str) -> None:
         """This rank's part of a resumable checkpoint: weights, optimiser and scheduler state
         (a DeepSpeed checkpoint; every rank calls)."""

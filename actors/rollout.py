@@ -7,6 +7,7 @@ store.
 """
 from __future__ import annotations
 
+import logging
 import os
 import time
 from dataclasses import fields, replace
@@ -26,6 +27,9 @@ class WeightReloadExtension:
     prefix so they never clash with the worker's own (`update_weights`, `reload_weights`, ...)."""
 
     def rf_reload(self, named_tensors) -> None:
+        # The in-place reload warns about every layer without checkpoint tensors (rotary
+        # embeddings, a tied LM head, handled below) at every sync.
+        logging.getLogger("vllm.model_executor.model_loader.reload.layerwise").setLevel(logging.ERROR)
         # CPU kernels repack linear weights at start-up, so `model.load_weights` is wrong after
         # it; the runner's in-place reload re-runs the loader's post-processing.
         self.model_runner.reload_weights(weights_iterator=iter(named_tensors))
@@ -154,16 +158,32 @@ class RolloutActor:
 
         from cluster.weight_sync import from_wire
 
+        def named_tensors():
+            for ref in bucket_refs:
+                yield from from_wire(ray.get(ref))
+
+        return self._reload(named_tensors(), version)
+
+    def attach_shared_weights(self, descriptor: dict) -> None:
+        """Map the learner's shared-memory parameters (read-only views, kept for every sync)."""
+        from learners.shared_weights import map_shared
+
+        self.shared_weights = map_shared(descriptor)
+
+    def load_shared_weights(self, version: int) -> float:
+        """In-place reload from the learner's parameters themselves (`attach_shared_weights`)."""
+        return self._reload(iter(self.shared_weights), version)
+
+    def _reload(self, named_tensors, version: int) -> float:
         started = time.perf_counter()
         received: list[tuple[str, torch.Tensor]] = []
 
-        def named_tensors():
-            for ref in bucket_refs:
-                bucket = from_wire(ray.get(ref))
-                received.extend(bucket)
-                yield from bucket
+        def passing():
+            for item in named_tensors:
+                received.append(item)
+                yield item
 
-        self.llm.collective_rpc("rf_reload", args=(named_tensors(),))
+        self.llm.collective_rpc("rf_reload", args=(passing(),))
         self.llm.reset_prefix_cache()
         if self.mixer is not None:
             self.mixer[0].load_state_dict(dict(received), strict=False)

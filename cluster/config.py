@@ -161,6 +161,9 @@ class TrainConfig(Section):
     # Weights travel to rollout actors in buckets of this size: the reload starts on the first
     # while the learner exports the next.
     sync_bucket_mb: float = Field(64.0, gt=0)
+    # auto: rollout actors read the learner's parameters from shared memory where that is safe
+    # (synchronous loop, one node, ZeRO 0, float32, CPU), else the object store in buckets.
+    weight_sync: Literal["auto", "object_store", "shared_memory"] = "auto"
     # Rollouts for steps t+1..t+k are generated while step t trains (0: synchronous, on-policy).
     max_staleness: int = Field(0, ge=0)
     eval_every: int = Field(0, ge=0)  # 0: eval before and after only
@@ -223,6 +226,8 @@ class RecipeConfig(Section):
             if units < ranks:
                 raise ValueError(f"train.prompts_per_step: {units} training units per step cannot feed "
                                  f"{getattr(self, role).num_workers} {role} ranks x {self.algo.mini_batches} mini-batches")
+        if self.train.weight_sync == "shared_memory" and (why := shared_memory_blocker(self)):
+            raise ValueError(f"train.weight_sync: shared_memory impossible: {why}")
         return self
 
     @field_validator("algo", mode="before")
@@ -320,6 +325,19 @@ def load_config(model: type[BaseModel], path: str | os.PathLike | None, override
         raise ConfigError(_format_error(e)) from None
     except TypeError as e:
         raise ConfigError(str(e)) from None
+
+
+def shared_memory_blocker(cfg: RecipeConfig) -> str | None:
+    """Why the recipe cannot use `SharedMemorySync` (None: it can, if the roles share a node)."""
+    if cfg.train.max_staleness > 0:
+        return "the asynchronous loop (train.max_staleness > 0) trains while rollout actors reload"
+    if cfg.learner.zero_stage != 0:
+        return "ZeRO stages 1-3 keep the parameters in their own buffers (learner.zero_stage must be 0)"
+    if cfg.model.dtype != "float32":
+        return "DeepSpeed's bf16/fp16 optimisers keep the parameters in their own buffers (model.dtype must be float32)"
+    if cfg.learner.num_gpus or cfg.rollout.num_gpus:
+        return "GPU parameters are not in host memory"
+    return None
 
 
 def dump_recipe(cfg: RecipeConfig) -> dict:

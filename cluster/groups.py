@@ -118,6 +118,15 @@ class RolloutGroup:
         self._collect_reloads(wait=False)
         self.reloads += [a.load_weights.remote(bucket_refs, version) for a in self.actors]
 
+    def attach_shared_weights(self, descriptor: dict) -> None:
+        ray.get([a.attach_shared_weights.remote(descriptor) for a in self.actors])
+
+    def start_load_shared_weights(self, version: int) -> None:
+        """Queue a reload from the learner's shared-memory parameters on every actor (same
+        ordering as `start_load_weights`)."""
+        self._collect_reloads(wait=False)
+        self.reloads += [a.load_shared_weights.remote(version) for a in self.actors]
+
     def finish_load_weights(self) -> float:
         """Wait for every queued reload; the slowest finished reload's own seconds."""
         self._collect_reloads(wait=True)
@@ -260,6 +269,13 @@ class LearnerGroup:
         calls = [[a.export_weights.remote(b) for a in self.actors] for b in range(self.n_buckets)]
         self.exporting = [ref for refs in calls for ref in refs[1:]]
         return [refs[0] for refs in calls]
+
+    def share_weights(self) -> dict:
+        """Rank 0's parameters moved into shared memory: the descriptor rollout actors map."""
+        return get_all([a.share_weights.remote() for a in self.actors], self.actors)[0]
+
+    def unlink_shared_weights(self, descriptor: dict) -> None:
+        ray.get(self.actors[0].unlink_shared_weights.remote(descriptor))
 
     def check_export(self) -> None:
         """Wait for the other ranks' part of the last export (the ranks are killed if one failed)."""

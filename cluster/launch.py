@@ -18,7 +18,7 @@ from learners.models import load_tokenizer, resolve_model_path
 
 def build_roles(cfg: RecipeConfig, model_path: str, needs) -> Roles:
     from cluster.groups import CriticGroup, LearnerGroup, ReferenceGroup, RewardGroup, RolloutGroup
-    from cluster.weight_sync import ObjectStoreSync
+    from cluster.weight_sync import make_weight_sync
 
     if needs.judge:
         raise NotImplementedError("a policy-as-judge phase (self-rewarding) is not built yet; "
@@ -31,7 +31,7 @@ def build_roles(cfg: RecipeConfig, model_path: str, needs) -> Roles:
         learners=learners,
         reference=ReferenceGroup(cfg, model_path) if needs.reference else None,
         critic=CriticGroup(cfg, model_path) if needs.critic else None,
-        sync=ObjectStoreSync(learners, rollouts),
+        sync=make_weight_sync(cfg, learners, rollouts),
     )
 
 
@@ -74,7 +74,7 @@ def train(cfg: RecipeConfig) -> dict:
         summary.update(startup_s=startup_s, total_wall_s=time.perf_counter() - started, ray_address=address,
                        rollout_checksums={"start": checksums_start, "end": roles.rollouts.checksums(),
                                           **({"resumed": checksums_resumed} if resume else {})},
-                       placement=placement, resumed_from=str(resume[0]) if resume else None,
+                       placement=placement, weight_sync=roles.sync.name, resumed_from=str(resume[0]) if resume else None,
                        busy_s={name: busy_seconds(group.actors) for name, group in roles.groups().items()})
         summary["summary_path"] = str(write_summary(str(out_dir), summary))
         return summary

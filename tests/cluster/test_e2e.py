@@ -27,12 +27,12 @@ def tiny_overrides(model_path: str, out_dir) -> list[str]:
 def test_two_grpo_steps_sync_weights_and_log_finite_metrics(tiny_model_path, tmp_path):
     from cluster.launch import train
 
-    # Weights travel in many small buckets (the tiny model is ~13 MB), exported by two ranks.
-    cfg = load_recipe("recipes/grpo_arith.yaml", tiny_overrides(tiny_model_path, tmp_path) + [
-        "learner.num_workers=2", "train.sync_bucket_mb=0.5"])
+    cfg = load_recipe("recipes/grpo_arith.yaml", tiny_overrides(tiny_model_path, tmp_path) + ["learner.num_workers=2"])
     summary = train(cfg)
 
     assert summary["steps"] == 2
+    # Synchronous, one node, ZeRO 0, float32: rollout actors reload from rank 0's shared memory.
+    assert summary["weight_sync"] == "shared_memory"
     start, end = summary["rollout_checksums"]["start"], summary["rollout_checksums"]["end"]
     assert start != end, "rollout weights did not change after sync"
     # The rollout engine computes with exactly the weights the learner saved: the same
@@ -61,10 +61,12 @@ def test_async_grpo_with_two_rollout_actors_streams_chunks_within_the_staleness_
 
     cfg = load_recipe("recipes/grpo_arith.yaml", tiny_overrides(tiny_model_path, tmp_path) + [
         "train.steps=3", "train.max_staleness=1", "rollout.num_workers=2", "rollout.num_cpus=0.5",
-        "rollout.chunk_prompts=1", "train.save_final=false", "train.eval_every=2", "algo.tis_cap=2.0"])
+        "rollout.chunk_prompts=1", "train.save_final=false", "train.eval_every=2", "algo.tis_cap=2.0",
+        "train.sync_bucket_mb=0.5"])  # weights in many small buckets (the tiny model is ~26 MB)
     summary = train(cfg)
 
     assert summary["steps"] == 3
+    assert summary["weight_sync"] == "object_store"  # the learner trains while rollout actors reload
     assert summary["final_metrics"]["async/staleness"] == 1.0  # step 2 trained on version-1 rollouts
     # truncated importance sampling against the learner's own π_old: weights in (0, cap]
     assert 0 < summary["final_metrics"]["train/tis_weight"] <= 2.0
