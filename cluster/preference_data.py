@@ -3,7 +3,10 @@ seeded preference set built from the arithmetic task (a correct answer preferred
 
 The arithmetic set takes its problems from `cluster.data.arithmetic_rows`, so with the GRPO
 recipe's task settings its held-out pairs are the GRPO eval problems, which the reward model
-never trains on. Chosen and rejected share one phrasing: only correctness tells them apart.
+never trains on. Chosen and rejected share one phrasing: only correctness tells them apart,
+except for the `off_format_frac` share of training pairs whose rejected response gives no answer
+at all (prose, the question restated): a reward model that never saw such text may score it
+above any number, and a policy trained on it learns to write it (docs/benchmarks.md).
 """
 from __future__ import annotations
 
@@ -20,6 +23,9 @@ from cluster.data import Row, arithmetic_rows
 
 _OPS = {"+": operator.add, "-": operator.sub, "*": operator.mul}
 PHRASINGS = ("{x}", "The answer is {x}.", "{a} {op} {b} = {x}", "{x}. That is the answer.")
+NON_ANSWERS = ("I am not sure.", "The number itself.", "It is just a number.", "Let me think about it.",
+               "Numbers are words with no meaning.", "This question has no answer.",
+               "A simple question about numbers.", "The sum of nothing at all.")  # no digits: never right
 
 
 @dataclass(frozen=True)
@@ -34,6 +40,8 @@ class ArithmeticPrefsConfig(Section):
     # The same text the GRPO recipe appends to its prompts.
     instruction: str = " Answer with just the number."
     pairs_per_problem: int = Field(2, ge=1)
+    # Share of training pairs whose rejected response is a non-answer (held-out pairs: none).
+    off_format_frac: float = Field(0.0, ge=0, le=1)
 
 
 def _wrong_answer(row: Row, rng: random.Random) -> int:
@@ -45,17 +53,21 @@ def _wrong_answer(row: Row, rng: random.Random) -> int:
     return rng.choice(candidates)
 
 
-def _pairs(rows: list[Row], cfg: ArithmeticPrefsConfig, rng: random.Random) -> list[PreferencePair]:
+def _pairs(rows: list[Row], cfg: ArithmeticPrefsConfig, rng: random.Random,
+           off_format_frac: float = 0.0, off_rng: random.Random | None = None) -> list[PreferencePair]:
     out = []
     for row in rows:
         _, a, op, b = row.question.rstrip("?").rsplit(" ", 3)
         for _ in range(cfg.pairs_per_problem):
             phrasing = rng.choice(PHRASINGS)
             wrong = _wrong_answer(row, rng)
+            rejected = phrasing.format(x=wrong, a=a, op=op, b=b)
+            if off_format_frac and off_rng.random() < off_format_frac:
+                rejected = off_rng.choice(NON_ANSWERS)
             out.append(PreferencePair(
                 prompt=row.question + cfg.instruction,
                 chosen=phrasing.format(x=row.answer, a=a, op=op, b=b),
-                rejected=phrasing.format(x=wrong, a=a, op=op, b=b),
+                rejected=rejected,
             ))
     return out
 
@@ -64,7 +76,9 @@ def arithmetic_preferences(cfg: ArithmeticPrefsConfig) -> tuple[list[PreferenceP
     """(train, held-out) pairs; held-out problems never appear in train (see `arithmetic_rows`)."""
     train_rows, eval_rows = arithmetic_rows(cfg.task)
     rng = random.Random(cfg.task.seed + 1)
-    return _pairs(train_rows, cfg, rng), _pairs(eval_rows, cfg, rng)
+    # The non-answer draws use their own stream: every other pair is the same for any fraction.
+    off_rng = random.Random(cfg.task.seed + 2)
+    return _pairs(train_rows, cfg, rng, cfg.off_format_frac, off_rng), _pairs(eval_rows, cfg, rng)
 
 
 def write_pairs(pairs: list[PreferencePair], path: str | Path) -> Path:

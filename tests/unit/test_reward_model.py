@@ -184,3 +184,17 @@ def test_train_rm_config_errors_are_one_line(overrides, message):
 def test_rm_recipe_loads():
     cfg = load_rm_config("recipes/rm_arith.yaml")
     assert cfg.data.arithmetic is not None and cfg.model.path == "default"
+
+
+def test_off_format_rejections_replace_a_share_of_train_pairs_only():
+    base_train, base_held = arithmetic_preferences(ArithmeticPrefsConfig())
+    train, held_out = arithmetic_preferences(ArithmeticPrefsConfig(off_format_frac=0.5))
+    assert held_out == base_held  # held-out pairs never change
+    changed = [(p, q) for p, q in zip(base_train, train) if p != q]
+    assert 150 < len(changed) < 250  # about half of 400
+    verify = MathCorrect(MathCorrectConfig())
+    for old, new in changed:
+        assert (new.prompt, new.chosen) == (old.prompt, old.chosen)
+        answer = str(eval(new.prompt.removeprefix("What is ").split("?")[0]))  # noqa: S307
+        assert verify.score(Sample(new.prompt, new.rejected, answer)) == 0.0, new
+        assert answer not in new.rejected.split()
