@@ -78,8 +78,8 @@ def test_async_grpo_with_two_rollout_actors_streams_chunks_within_the_staleness_
 
 
 def test_a_stopped_run_resumes_from_its_latest_checkpoint(tiny_model_path, tmp_path):
-    """Two steps with a checkpoint after each (only the newest kept), then the run continues to
-    step 3 from `train.resume=latest`, asynchronously: the rollout actors restart from the
+    """Two asynchronous steps with a checkpoint after each (only the newest kept), then the run
+    continues to step 3 from `train.resume=latest`: the rollout actors restart from the
     checkpoint's weights and the run trains only the missing step."""
     import torch
 
@@ -96,7 +96,11 @@ def test_a_stopped_run_resumes_from_its_latest_checkpoint(tiny_model_path, tmp_p
                        map_location="cpu", weights_only=False)
     assert saved["optimizer"] is not None
 
-    resumed = train(load_recipe("recipes/grpo_arith.yaml", common + ["train.steps=3", "train.resume=latest"]))
+    # The stopped run was asynchronous (object-store sync); it continues synchronously, so the
+    # restored weights reach the rollout actors through shared memory.
+    resumed = train(load_recipe("recipes/grpo_arith.yaml", common + [
+        "train.steps=3", "train.resume=latest", "train.max_staleness=0"]))
+    assert (first["weight_sync"], resumed["weight_sync"]) == ("object_store", "shared_memory")
     assert resumed["start_step"] == 2 and resumed["steps"] == 3
     assert resumed["resumed_from"] == str((tmp_path / "checkpoints/step_2").resolve())
     assert [p["step"] for p in resumed["accuracy_curve"]] == [0, 3]
