@@ -6,6 +6,7 @@ import re
 from pydantic import field_validator
 
 from rewards.base import Basis, Expression, Format, Granularity, Reward, RewardConfig, Sample, Taxonomy
+from rewards.exact_match import valid_regex
 
 
 class AnswerFormatConfig(RewardConfig):
@@ -14,14 +15,7 @@ class AnswerFormatConfig(RewardConfig):
     match: float = 1.0
     no_match: float = 0.0
 
-    @field_validator("pattern")
-    @classmethod
-    def _compiles(cls, v: str) -> str:
-        try:
-            re.compile(v)
-        except re.error as e:
-            raise ValueError(f"not a valid regular expression: {e}") from None
-        return v
+    _regex = field_validator("pattern")(valid_regex)
 
 
 class AnswerFormat(Reward):

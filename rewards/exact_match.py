@@ -41,29 +41,50 @@ def normalize_text(text: str, case_sensitive: bool) -> str:
     return text if case_sensitive else text.casefold()
 
 
-class ExactMatchConfig(RewardConfig):
+class AnswerMatchConfig(RewardConfig):
     extract: str | None = None
-    case_sensitive: bool = False
     correct: float = 1.0
     wrong: float = 0.0
 
     _regex = field_validator("extract")(valid_regex)
 
 
-class ExactMatch(Reward):
+class AnswerMatch(Reward):
+    """`correct` when the response's answer (`extract_answer`) matches the sample's reference,
+    else `wrong`; subclasses say what a valid reference is and what matching means."""
+
+    cfg: AnswerMatchConfig
+
+    def __init__(self, cfg: AnswerMatchConfig):
+        super().__init__(cfg)
+        self._extract = re.compile(cfg.extract, re.DOTALL) if cfg.extract else None
+
+    def reference(self, sample: Sample):
+        """The sample's reference, ready to match against; raises when it is not usable."""
+        raise NotImplementedError
+
+    def matches(self, answer: str, reference) -> bool:
+        raise NotImplementedError
+
+    def score(self, sample: Sample) -> float:
+        reference = self.reference(sample)
+        answer = extract_answer(sample.response, self._extract)
+        return self.cfg.correct if answer is not None and self.matches(answer, reference) else self.cfg.wrong
+
+
+class ExactMatchConfig(AnswerMatchConfig):
+    case_sensitive: bool = False
+
+
+class ExactMatch(AnswerMatch):
     Config = ExactMatchConfig
     taxonomy = Taxonomy(Basis.RULE, Format.SCALAR, Expression.EXPLICIT, Granularity.SEQUENCE)
     summary = "answer string equals the reference (whitespace/case normalised): short-answer QA, labels"
 
-    def __init__(self, cfg: ExactMatchConfig):
-        super().__init__(cfg)
-        self._extract = re.compile(cfg.extract, re.DOTALL) if cfg.extract else None
-
-    def score(self, sample: Sample) -> float:
+    def reference(self, sample: Sample) -> str:
         if not sample.answer.strip():
             raise ValueError("sample has no reference answer")
-        answer = extract_answer(sample.response, self._extract)
-        if answer is None:
-            return self.cfg.wrong
-        same = normalize_text(answer, self.cfg.case_sensitive) == normalize_text(sample.answer, self.cfg.case_sensitive)
-        return self.cfg.correct if same else self.cfg.wrong
+        return normalize_text(sample.answer, self.cfg.case_sensitive)
+
+    def matches(self, answer: str, reference: str) -> bool:
+        return normalize_text(answer, self.cfg.case_sensitive) == reference

@@ -12,38 +12,25 @@ from __future__ import annotations
 
 import re
 
-from pydantic import field_validator
-
-from rewards.base import Basis, Expression, Format, Granularity, Reward, RewardConfig, Sample, Taxonomy
-from rewards.exact_match import extract_answer, valid_regex
+from rewards.base import Basis, Expression, Format, Granularity, Sample, Taxonomy
+from rewards.exact_match import AnswerMatch, AnswerMatchConfig
 
 
-class RegexMatchConfig(RewardConfig):
-    extract: str | None = None
+class RegexMatchConfig(AnswerMatchConfig):
     full: bool = True
-    correct: float = 1.0
-    wrong: float = 0.0
-
-    _regex = field_validator("extract")(valid_regex)
 
 
-class RegexMatch(Reward):
+class RegexMatch(AnswerMatch):
     Config = RegexMatchConfig
     taxonomy = Taxonomy(Basis.RULE, Format.SCALAR, Expression.EXPLICIT, Granularity.SEQUENCE)
     summary = "answer matches the reference read as a regex: references that list accepted spellings"
 
-    def __init__(self, cfg: RegexMatchConfig):
-        super().__init__(cfg)
-        self._extract = re.compile(cfg.extract, re.DOTALL) if cfg.extract else None
-
-    def score(self, sample: Sample) -> float:
+    def reference(self, sample: Sample) -> re.Pattern:
         try:
-            reference = re.compile(sample.answer)
+            return re.compile(sample.answer)
         except re.error as e:
             raise ValueError(f"reference {sample.answer!r} is not a regular expression: {e}") from None
-        answer = extract_answer(sample.response, self._extract)
-        if answer is None:
-            return self.cfg.wrong
+
+    def matches(self, answer: str, reference: re.Pattern) -> bool:
         answer = answer.strip()
-        hit = reference.fullmatch(answer) if self.cfg.full else reference.search(answer)
-        return self.cfg.correct if hit else self.cfg.wrong
+        return bool(reference.fullmatch(answer) if self.cfg.full else reference.search(answer))
