@@ -7,6 +7,11 @@ never trains on. Chosen and rejected share one phrasing: only correctness tells 
 except for the `off_format_frac` share of training pairs whose rejected response gives no answer
 at all (prose, the question restated): a reward model that never saw such text may score it
 above any number, and a policy trained on it learns to write it (docs/benchmarks.md).
+
+With `sampled` set, the job also samples the policy the reward model will score (vLLM, in the
+train-rm job) on every problem and adds pairs of its own responses ranked by the verifier
+(`pairs_from_samples`): each wrong sample loses to a right one. Those are the texts GRPO will ask
+the reward model about (mostly prose at temperature 1), which hand-written phrasings never cover.
 """
 from __future__ import annotations
 
@@ -35,6 +40,15 @@ class PreferencePair:
     rejected: str
 
 
+class SampledPrefsConfig(Section):
+    """Pairs from the policy's own samples, ranked by the final-answer check."""
+
+    policy: str = "default"  # the model GRPO will train (the reward model's own start may differ)
+    n: int = Field(4, ge=1)  # samples per problem
+    temperature: float = Field(1.0, gt=0)
+    max_new_tokens: int = Field(32, ge=1)
+
+
 class ArithmeticPrefsConfig(Section):
     task: ArithmeticConfig = ArithmeticConfig(ops=["+", "-", "*"], train_size=200)
     # The same text the GRPO recipe appends to its prompts.
@@ -42,6 +56,7 @@ class ArithmeticPrefsConfig(Section):
     pairs_per_problem: int = Field(2, ge=1)
     # Share of training pairs whose rejected response is a non-answer (held-out pairs: none).
     off_format_frac: float = Field(0.0, ge=0, le=1)
+    sampled: SampledPrefsConfig | None = None
 
 
 def _wrong_answer(row: Row, rng: random.Random) -> int:
@@ -53,22 +68,42 @@ def _wrong_answer(row: Row, rng: random.Random) -> int:
     return rng.choice(candidates)
 
 
+def _operands(row: Row) -> dict[str, str]:
+    _, a, op, b = row.question.rstrip("?").rsplit(" ", 3)
+    return {"a": a, "op": op, "b": b}
+
+
 def _pairs(rows: list[Row], cfg: ArithmeticPrefsConfig, rng: random.Random,
            off_format_frac: float = 0.0, off_rng: random.Random | None = None) -> list[PreferencePair]:
     out = []
     for row in rows:
-        _, a, op, b = row.question.rstrip("?").rsplit(" ", 3)
+        operands = _operands(row)
         for _ in range(cfg.pairs_per_problem):
             phrasing = rng.choice(PHRASINGS)
             wrong = _wrong_answer(row, rng)
-            rejected = phrasing.format(x=wrong, a=a, op=op, b=b)
+            rejected = phrasing.format(x=wrong, **operands)
             if off_format_frac and off_rng.random() < off_format_frac:
                 rejected = off_rng.choice(NON_ANSWERS)
             out.append(PreferencePair(
                 prompt=row.question + cfg.instruction,
-                chosen=phrasing.format(x=row.answer, a=a, op=op, b=b),
+                chosen=phrasing.format(x=row.answer, **operands),
                 rejected=rejected,
             ))
+    return out
+
+
+def pairs_from_samples(rows: list[Row], samples: list[list[str]], correct: list[list[bool]], instruction: str,
+                       rng: random.Random) -> list[PreferencePair]:
+    """One pair per distinct wrong sample of each problem: it loses to one of that problem's right
+    samples, or to a written-out right answer when the policy got none right. Problems the policy
+    always answers right give no pair (nothing to rank)."""
+    out = []
+    for row, texts, ok in zip(rows, samples, correct, strict=True):
+        right = [t for t, good in zip(texts, ok) if good]
+        wrong = list(dict.fromkeys(t for t, good in zip(texts, ok) if not good))
+        for rejected in wrong:
+            chosen = rng.choice(right) if right else rng.choice(PHRASINGS).format(x=row.answer, **_operands(row))
+            out.append(PreferencePair(prompt=row.question + instruction, chosen=chosen, rejected=rejected))
     return out
 
 

@@ -16,8 +16,8 @@ from pathlib import Path
 from pydantic import Field, model_validator
 
 from cluster.config import ClusterConfig, ConfigError, ModelConfig, RoleConfig, Section, load_config
-from cluster.preference_data import (ArithmeticPrefsConfig, PreferencePair, arithmetic_preferences, read_pairs,
-                                     write_pairs)
+from cluster.preference_data import (ArithmeticPrefsConfig, PreferencePair, arithmetic_preferences,
+                                     pairs_from_samples, read_pairs, write_pairs)
 
 
 class PrefsDataConfig(Section):
@@ -79,6 +79,64 @@ def load_pairs(cfg: PrefsDataConfig, seed: int) -> tuple[list[PreferencePair], l
     return train[:-n_eval], train[-n_eval:]
 
 
+def sample_policy(rows: list, prefs: ArithmeticPrefsConfig, role: RoleConfig, seed: int
+                  ) -> tuple[list[list[str]], list[list[bool]]]:
+    """`prefs.sampled.n` responses per problem from the policy (one vLLM rollout actor with the
+    learner role's resources, stopped afterwards) and the final-answer check of each."""
+    import ray
+    from transformers import AutoTokenizer
+
+    from actors.rollout import RolloutActor
+    from cluster.config import TaskConfig
+    from cluster.data import render_prompts
+    from cluster.placement import worker_env
+    from cluster.protocol import SamplingSpec
+    from learners.models import resolve_model_path
+    from rewards.base import Sample
+    from rewards.math_correct import MathCorrect, MathCorrectConfig
+
+    spec = prefs.sampled
+    path = resolve_model_path(spec.policy)
+    prompts = render_prompts(rows, AutoTokenizer.from_pretrained(path), TaskConfig(instruction=prefs.instruction),
+                             max_prompt_len=10**6)
+    max_len = max(len(ids) for ids in prompts.token_ids) + spec.max_new_tokens
+    options = {"num_cpus": role.num_cpus, "num_gpus": role.num_gpus, "resources": dict(role.resources)}
+    actor = ray.remote(RolloutActor).options(**options, runtime_env=worker_env(role)).remote(
+        path, max_len, 1.0, 0.4, "float32", seed)
+    try:
+        # The engine is seeded; a per-request seed breaks vLLM's CPU runner (see cluster/controller.py).
+        out = ray.get(actor.generate.remote(prompts, SamplingSpec(
+            n=spec.n, max_new_tokens=spec.max_new_tokens, temperature=spec.temperature)))
+    finally:
+        ray.kill(actor)
+    verify = MathCorrect(MathCorrectConfig())
+    texts: list[list[str]] = [[] for _ in rows]
+    correct: list[list[bool]] = [[] for _ in rows]
+    for text, g in zip(out.response_texts, out.group_ids):
+        texts[g].append(text)
+        correct[g].append(verify.score(Sample(prompts.texts[g], text, rows[g].answer)) == 1.0)
+    return texts, correct
+
+
+def sampled_pairs(prefs: ArithmeticPrefsConfig, role: RoleConfig, seed: int
+                  ) -> tuple[list[PreferencePair], list[PreferencePair], dict[str, float]]:
+    """(train, held-out) pairs from the policy's samples on the task's train and eval problems,
+    and how often the policy was right on each."""
+    from cluster.data import arithmetic_rows
+
+    train_rows, eval_rows = arithmetic_rows(prefs.task)
+    train_rows = list({r.id: r for r in train_rows}.values())  # a problem the split repeats is sampled once
+    texts, correct = sample_policy(train_rows + eval_rows, prefs, role, seed)
+    rng = random.Random(seed + 3)
+    out, stats, lo = [], {}, 0
+    for name, rows in (("train", train_rows), ("held_out", eval_rows)):
+        part = slice(lo, lo + len(rows))
+        lo += len(rows)
+        stats[f"{name}_sample_accuracy"] = sum(map(sum, correct[part])) / max(sum(map(len, correct[part])), 1)
+        out.append(pairs_from_samples(rows, texts[part], correct[part], prefs.instruction, rng))
+    return out[0], out[1], stats
+
+
 class RewardModelTrainers:
     """The DeepSpeed ranks of the reward-model trainer, as one object."""
 
@@ -132,34 +190,52 @@ def train_rm(cfg: TrainRMConfig) -> dict:
     out_dir = Path(cfg.output_dir).resolve()
     train, held_out = load_pairs(cfg.data, cfg.seed)
     out_dir.mkdir(parents=True, exist_ok=True)
-    if cfg.data.arithmetic is not None:
-        write_pairs(train, out_dir / "prefs_train.jsonl")
-        write_pairs(held_out, out_dir / "prefs_eval.jsonl")
     address = start_ray(cfg, ["learner"])
     try:
+        # Held-out sets by name: "eval" (the built or given pairs), "eval_sampled" (policy samples).
+        sets, sampling = {"eval": held_out}, {}
+        if cfg.data.arithmetic is not None and cfg.data.arithmetic.sampled is not None:
+            sampled_train, sets["eval_sampled"], sampling = sampled_pairs(cfg.data.arithmetic, cfg.learner, cfg.seed)
+            train = train + sampled_train
+            sampling.update(train_pairs=len(sampled_train), eval_pairs=len(sets["eval_sampled"]))
+            print(f"rewardflow train-rm: {len(sampled_train)} + {len(sets['eval_sampled'])} pairs from policy "
+                  f"samples (right {sampling['train_sample_accuracy']:.3f} of the time)", flush=True)
+        if cfg.data.arithmetic is not None:  # what was built, for inspection
+            for name, pairs in (("train", train), *sets.items()):
+                write_pairs(pairs, out_dir / f"prefs_{name}.jsonl")
         trainers = RewardModelTrainers(cfg, model_path)
-        train_ref, eval_ref = ray.put(train), ray.put(held_out)
-        before = trainers.evaluate(eval_ref)
-        print(f"rewardflow train-rm: held-out pairwise accuracy {before['accuracy']:.3f} before training", flush=True)
+        train_ref = ray.put(train)
+        refs = {k: ray.put(v) for k, v in sets.items() if v}
+
+        def evaluate() -> dict:
+            return {k: trainers.evaluate(ref) for k, ref in refs.items()}
+
+        before = evaluate()
+        print(f"rewardflow train-rm: held-out pairwise accuracy {before['eval']['accuracy']:.3f} before training"
+              + "".join(f", {k} {v['accuracy']:.3f}" for k, v in before.items() if k != "eval"), flush=True)
         epochs = []
         for epoch in range(cfg.epochs):
             t0 = time.perf_counter()
-            row = {"epoch": epoch + 1, "train": trainers.train_epoch(train_ref, epoch)}
-            row["eval"] = trainers.evaluate(eval_ref)
+            row = {"epoch": epoch + 1, "train": trainers.train_epoch(train_ref, epoch), **evaluate()}
             row["wall_s"] = time.perf_counter() - t0
             epochs.append(row)
             print(f"rewardflow train-rm: epoch {epoch + 1}/{cfg.epochs}: train loss {row['train']['loss']:.4f} "
-                  f"acc {row['train']['accuracy']:.3f}; held-out acc {row['eval']['accuracy']:.3f} "
-                  f"({row['wall_s']:.0f}s)", flush=True)
+                  f"acc {row['train']['accuracy']:.3f}; held-out acc {row['eval']['accuracy']:.3f}"
+                  + "".join(f", {k} {row[k]['accuracy']:.3f}" for k in refs if k != "eval")
+                  + f" ({row['wall_s']:.0f}s)", flush=True)
         checkpoint = trainers.save(str(out_dir / "final"))
     finally:
         ray.shutdown()
     summary = {
         "train_pairs": len(train), "eval_pairs": len(held_out),
-        "eval_accuracy_before": before["accuracy"], "eval_accuracy_after": epochs[-1]["eval"]["accuracy"],
-        "eval_before": before, "epochs": epochs, "checkpoint": checkpoint, "setup_s": trainers.setup_s,
+        "eval_accuracy_before": before["eval"]["accuracy"], "eval_accuracy_after": epochs[-1]["eval"]["accuracy"],
+        "eval_before": before["eval"], "epochs": epochs, "checkpoint": checkpoint, "setup_s": trainers.setup_s,
         "wall_s": time.perf_counter() - started, "ray_address": address, "config": cfg.model_dump(mode="json"),
     }
+    if "eval_sampled" in refs:
+        summary["sampled"] = {**sampling, "eval_before": before["eval_sampled"],
+                              "eval_accuracy_before": before["eval_sampled"]["accuracy"],
+                              "eval_accuracy_after": epochs[-1]["eval_sampled"]["accuracy"]}
     summary["summary_path"] = str(out_dir / "summary.json")
     Path(summary["summary_path"]).write_text(json.dumps(summary, indent=1))
     return summary

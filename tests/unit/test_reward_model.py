@@ -8,7 +8,11 @@ import torch
 from pydantic import ValidationError
 
 from cluster.config import ConfigError
-from cluster.preference_data import ArithmeticPrefsConfig, arithmetic_preferences, read_pairs, write_pairs
+import random
+
+from cluster.data import Row
+from cluster.preference_data import (PHRASINGS, ArithmeticPrefsConfig, PreferencePair, arithmetic_preferences,
+                                     pairs_from_samples, read_pairs, write_pairs)
 from cluster.train_rm import load_rm_config
 from learners.reward_model import bradley_terry_loss, build_reward_model, pairwise_correct, shard
 from rewards.base import Basis, Format, Sample
@@ -174,6 +178,7 @@ def test_pairs_round_trip_and_bad_rows_are_named(tmp_path):
     (["data.train_path=p.jsonl"], "data: set exactly one of data.train_path and data.arithmetic"),
     (["learner.num_workers=2", "batch_size=1"], "batch_size: 1 pairs cannot feed 2 ranks"),
     (["data.arithmetic.task.digits=9"], "data.arithmetic.task.digits: Input should be less than or equal to 6 (got 9)"),
+    (["data.arithmetic.sampled.n=0"], "data.arithmetic.sampled.n: Input should be greater than or equal to 1 (got 0)"),
 ])
 def test_train_rm_config_errors_are_one_line(overrides, message):
     with pytest.raises(ConfigError) as err:
@@ -184,6 +189,8 @@ def test_train_rm_config_errors_are_one_line(overrides, message):
 def test_rm_recipe_loads():
     cfg = load_rm_config("recipes/rm_arith.yaml")
     assert cfg.data.arithmetic is not None and cfg.model.path == "default"
+    second = load_rm_config("recipes/rm_arith_sampled.yaml")
+    assert second.model.path == "runs/rm_arith/final" and second.data.arithmetic.sampled.policy == "default"
 
 
 def test_off_format_rejections_replace_a_share_of_train_pairs_only():
@@ -198,3 +205,20 @@ def test_off_format_rejections_replace_a_share_of_train_pairs_only():
         answer = str(eval(new.prompt.removeprefix("What is ").split("?")[0]))  # noqa: S307
         assert verify.score(Sample(new.prompt, new.rejected, answer)) == 0.0, new
         assert answer not in new.rejected.split()
+
+
+def test_pairs_from_samples_rank_each_distinct_wrong_sample_below_a_right_one():
+    rows = [Row("a", "What is 2 + 3?", "5"), Row("b", "What is 4 * 2?", "8"), Row("c", "What is 1 - 1?", "0")]
+    samples = [["5", "six", "The answer is 5.", "six"], ["7", "9"], ["0"]]
+    correct = [[True, False, True, False], [False, False], [True]]
+    pairs = pairs_from_samples(rows, samples, correct, " Just the number.", random.Random(0))
+    # "six" once (duplicates collapse); both wrong samples of "4 * 2"; nothing for "1 - 1" (always right)
+    assert [(p.prompt, p.rejected) for p in pairs] == [
+        ("What is 2 + 3? Just the number.", "six"),
+        ("What is 4 * 2? Just the number.", "7"),
+        ("What is 4 * 2? Just the number.", "9")]
+    assert pairs[0].chosen in {"5", "The answer is 5."}  # one of the problem's own right samples
+    written = {f.format(x=8, a=4, op="*", b=2) for f in PHRASINGS}  # none right: a written-out answer
+    assert {pairs[1].chosen, pairs[2].chosen} <= written
+    assert pairs == pairs_from_samples(rows, samples, correct, " Just the number.", random.Random(0))
+    assert all(isinstance(p, PreferencePair) for p in pairs)
