@@ -27,6 +27,7 @@ def report(summary: dict, argv: list[str], recipe: str) -> str:
         for e in summary["epochs"])
     before = summary["eval_before"]
     cmd = " ".join(["python bench/train_rm.py", "--recipe", recipe, *argv])
+    start = "untrained head" if cfg["model"]["path"] == "default" else "starting checkpoint"
     sampled = summary.get("sampled")
     extra = "" if sampled is None else f"""
 - policy samples: {sampled['train_pairs']} of the train pairs and {sampled['eval_pairs']} held-out pairs rank the
@@ -42,7 +43,7 @@ def report(summary: dict, argv: list[str], recipe: str) -> str:
   pairs, {summary['eval_pairs']} held-out pairs (problems never trained on); lr {cfg['lr']:g}, batch {cfg['batch_size']}
   pairs, {cfg['epochs']} epoch(s), ZeRO stage {cfg['zero_stage']}, {cfg['learner']['num_workers']} rank(s)
 - wall: {summary['wall_s']:.0f} s total ({summary['setup_s']:.0f} s engine set-up)
-- held-out pairwise accuracy (chance 0.5): untrained head {before['accuracy']:.3f} (BT loss {before['loss']:.4f})
+- held-out pairwise accuracy (chance 0.5): {start} {before['accuracy']:.3f} (BT loss {before['loss']:.4f})
   -> trained {summary['eval_accuracy_after']:.3f} (both measured in this run){extra}
 
 | epoch | steps | train BT loss | train acc | held-out BT loss | held-out acc | epoch s |
