@@ -79,7 +79,7 @@ def load_pairs(cfg: PrefsDataConfig, seed: int) -> tuple[list[PreferencePair], l
     return train[:-n_eval], train[-n_eval:]
 
 
-def sample_policy(rows: list, prefs: ArithmeticPrefsConfig, role: RoleConfig, seed: int
+def sample_policy(rows: list, prefs: ArithmeticPrefsConfig, path: str, role: RoleConfig, seed: int
                   ) -> tuple[list[list[str]], list[list[bool]]]:
     """`prefs.sampled.n` responses per problem from the policy (one vLLM rollout actor with the
     learner role's resources, stopped afterwards) and the final-answer check of each."""
@@ -91,12 +91,10 @@ def sample_policy(rows: list, prefs: ArithmeticPrefsConfig, role: RoleConfig, se
     from cluster.data import render_prompts
     from cluster.placement import worker_env
     from cluster.protocol import SamplingSpec
-    from learners.models import resolve_model_path
     from rewards.base import Sample
     from rewards.math_correct import MathCorrect, MathCorrectConfig
 
     spec = prefs.sampled
-    path = resolve_model_path(spec.policy)
     prompts = render_prompts(rows, AutoTokenizer.from_pretrained(path), TaskConfig(instruction=prefs.instruction),
                              max_prompt_len=10**6)
     max_len = max(len(ids) for ids in prompts.token_ids) + spec.max_new_tokens
@@ -118,7 +116,7 @@ def sample_policy(rows: list, prefs: ArithmeticPrefsConfig, role: RoleConfig, se
     return texts, correct
 
 
-def sampled_pairs(prefs: ArithmeticPrefsConfig, role: RoleConfig, seed: int
+def sampled_pairs(prefs: ArithmeticPrefsConfig, policy_path: str, role: RoleConfig, seed: int
                   ) -> tuple[list[PreferencePair], list[PreferencePair], dict[str, float]]:
     """(train, held-out) pairs from the policy's samples on the task's train and eval problems,
     and how often the policy was right on each."""
@@ -126,7 +124,7 @@ def sampled_pairs(prefs: ArithmeticPrefsConfig, role: RoleConfig, seed: int
 
     train_rows, eval_rows = arithmetic_rows(prefs.task)
     train_rows = list({r.id: r for r in train_rows}.values())  # a problem the split repeats is sampled once
-    texts, correct = sample_policy(train_rows + eval_rows, prefs, role, seed)
+    texts, correct = sample_policy(train_rows + eval_rows, prefs, policy_path, role, seed)
     rng = random.Random(seed + 3)
     out, stats, lo = [], {}, 0
     for name, rows in (("train", train_rows), ("held_out", eval_rows)):
@@ -188,14 +186,22 @@ def train_rm(cfg: TrainRMConfig) -> dict:
     started = time.perf_counter()
     model_path = resolve_model_path(cfg.model.path)
     out_dir = Path(cfg.output_dir).resolve()
+    sampled = cfg.data.arithmetic.sampled if cfg.data.arithmetic is not None else None
+    if sampled is not None:
+        try:
+            policy_path = resolve_model_path(sampled.policy)
+        except FileNotFoundError:
+            raise ConfigError(f"data.arithmetic.sampled.policy: {sampled.policy} is not a local Hugging Face model "
+                              "directory (no config.json)") from None
     train, held_out = load_pairs(cfg.data, cfg.seed)
     out_dir.mkdir(parents=True, exist_ok=True)
     address = start_ray(cfg, ["learner"])
     try:
         # Held-out sets by name: "eval" (the built or given pairs), "eval_sampled" (policy samples).
         sets, sampling = {"eval": held_out}, {}
-        if cfg.data.arithmetic is not None and cfg.data.arithmetic.sampled is not None:
-            sampled_train, sets["eval_sampled"], sampling = sampled_pairs(cfg.data.arithmetic, cfg.learner, cfg.seed)
+        if sampled is not None:
+            sampled_train, sets["eval_sampled"], sampling = sampled_pairs(cfg.data.arithmetic, policy_path,
+                                                                          cfg.learner, cfg.seed)
             train = train + sampled_train
             sampling.update(train_pairs=len(sampled_train), eval_pairs=len(sets["eval_sampled"]))
             print(f"rewardflow train-rm: {len(sampled_train)} + {len(sets['eval_sampled'])} pairs from policy "

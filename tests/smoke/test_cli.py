@@ -36,3 +36,21 @@ def test_help_lists_commands():
     assert proc.returncode == 0
     for cmd in ("train", "setup", "submit"):
         assert cmd in proc.stdout
+
+
+@pytest.mark.parametrize("overrides,message", [
+    (["model.path=/nonexistent/rm"],
+     "rewardflow: error: model.path: /nonexistent/rm is not a local Hugging Face model directory (no config.json)"),
+    (["data.arithmetic.sampled.policy=/nonexistent/policy"],
+     "rewardflow: error: data.arithmetic.sampled.policy: /nonexistent/policy is not a local Hugging Face model "
+     "directory (no config.json)"),
+    (["data.arithmetic.sampled.n=0"],
+     "rewardflow: error: data.arithmetic.sampled.n: Input should be greater than or equal to 1 (got 0)"),
+])
+def test_bad_train_rm_recipe_is_rejected_with_one_line(overrides, message, tiny_model_path, tmp_path):
+    # The second stage's recipe: its reward model and the policy it samples are both paths.
+    proc = _run("train-rm", "recipes/rm_arith_sampled.yaml", f"model.path={tiny_model_path}", *overrides,
+                f"output_dir={tmp_path}/out")
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [message]
+    assert not (tmp_path / "out").exists()
