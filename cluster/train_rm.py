@@ -100,7 +100,7 @@ def sample_policy(rows: list, prefs: ArithmeticPrefsConfig, path: str, role: Rol
     max_len = max(len(ids) for ids in prompts.token_ids) + spec.max_new_tokens
     options = {"num_cpus": role.num_cpus, "num_gpus": role.num_gpus, "resources": dict(role.resources)}
     actor = ray.remote(RolloutActor).options(**options, runtime_env=worker_env(role)).remote(
-        path, max_len, 1.0, 0.4, "float32", seed)
+        path, max_len, kv_cache_gib=1.0, seed=seed)
     try:
         # The engine is seeded; a per-request seed breaks vLLM's CPU runner (see cluster/controller.py).
         out = ray.get(actor.generate.remote(prompts, SamplingSpec(
