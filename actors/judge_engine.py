@@ -24,7 +24,7 @@ class LocalJudgeEngine:
         configure_vllm_env(self.cfg.kv_cache_gib)
         from vllm import LLM
 
-        return LLM(model=resolve_model_path(self.cfg.model_path), dtype=self.cfg.dtype,
+        return LLM(model=resolve_model_path(self.cfg.model_path, "judge.model_path"), dtype=self.cfg.dtype,
                    max_model_len=self.cfg.max_model_len, seed=self.cfg.seed, enforce_eager=True,
                    gpu_memory_utilization=self.cfg.gpu_memory_utilization)
 

@@ -119,7 +119,7 @@ def sample_policy(rows: list, prefs: ArithmeticPrefsConfig, path: str, role: Rol
 def sampled_pairs(prefs: ArithmeticPrefsConfig, policy_path: str, role: RoleConfig, seed: int
                   ) -> tuple[list[PreferencePair], list[PreferencePair], dict[str, float]]:
     """(train, held-out) pairs from the policy's samples on the task's train and eval problems,
-    and how often the policy was right on each."""
+    and statistics: how often the policy was right on each, how many pairs each gave."""
     from cluster.data import arithmetic_rows
 
     train_rows, eval_rows = arithmetic_rows(prefs.task)
@@ -132,6 +132,7 @@ def sampled_pairs(prefs: ArithmeticPrefsConfig, policy_path: str, role: RoleConf
         lo += len(rows)
         stats[f"{name}_sample_accuracy"] = sum(map(sum, correct[part])) / max(sum(map(len, correct[part])), 1)
         out.append(pairs_from_samples(rows, texts[part], correct[part], prefs.instruction, rng))
+    stats.update(train_pairs=len(out[0]), eval_pairs=len(out[1]))
     return out[0], out[1], stats
 
 
@@ -188,11 +189,7 @@ def train_rm(cfg: TrainRMConfig) -> dict:
     out_dir = Path(cfg.output_dir).resolve()
     sampled = cfg.data.arithmetic.sampled if cfg.data.arithmetic is not None else None
     if sampled is not None:
-        try:
-            policy_path = resolve_model_path(sampled.policy)
-        except FileNotFoundError:
-            raise ConfigError(f"data.arithmetic.sampled.policy: {sampled.policy} is not a local Hugging Face model "
-                              "directory (no config.json)") from None
+        policy_path = resolve_model_path(sampled.policy, "data.arithmetic.sampled.policy")
     train, held_out = load_pairs(cfg.data, cfg.seed)
     out_dir.mkdir(parents=True, exist_ok=True)
     address = start_ray(cfg, ["learner"])
@@ -203,7 +200,6 @@ def train_rm(cfg: TrainRMConfig) -> dict:
             sampled_train, sets["eval_sampled"], sampling = sampled_pairs(cfg.data.arithmetic, policy_path,
                                                                           cfg.learner, cfg.seed)
             train = train + sampled_train
-            sampling.update(train_pairs=len(sampled_train), eval_pairs=len(sets["eval_sampled"]))
             print(f"rewardflow train-rm: {len(sampled_train)} + {len(sets['eval_sampled'])} pairs from policy "
                   f"samples (right {sampling['train_sample_accuracy']:.3f} of the time)", flush=True)
         if cfg.data.arithmetic is not None:  # what was built, for inspection

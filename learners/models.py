@@ -162,12 +162,13 @@ def build_tiny_reward_model(out: Path) -> Path:
     return out
 
 
-def resolve_model_path(path: str) -> str:
-    """'default' -> the embedded model (built if needed); anything else must be a local HF dir."""
+def resolve_model_path(path: str, key: str = "model.path") -> str:
+    """'default' -> the embedded model (built if needed); anything else must be a local HF dir.
+    `key` names the recipe setting in the error."""
     if path == "default":
         return str(ensure_default_model())
     if not (Path(path) / "config.json").is_file():
-        raise FileNotFoundError(f"model.path: {path} is not a local Hugging Face model directory (no config.json)")
+        raise FileNotFoundError(f"{key}: {path} is not a local Hugging Face model directory (no config.json)")
     return path
 
 

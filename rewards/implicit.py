@@ -91,7 +91,8 @@ class Implicit(TokenIdsReward):
         if self._models is None:
             from learners.models import load_policy, load_tokenizer, resolve_model_path
 
-            paths = [resolve_model_path(p) for p in (self.cfg.model, self.cfg.reference)]
+            paths = [resolve_model_path(self.cfg.model, "implicit.model"),
+                     resolve_model_path(self.cfg.reference, "implicit.reference")]
             self._models = ([load_policy(p, self.cfg.dtype).eval() for p in paths], load_tokenizer(paths[0]))
         return self._models
 
