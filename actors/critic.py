@@ -4,14 +4,14 @@ from __future__ import annotations
 import torch
 
 from actors.learner import LearnerActor
-from cluster.protocol import TrainBatch
+from core.protocol import TrainBatch
 
 
 class CriticActor(LearnerActor):
     """Same process-group and update plumbing as the policy learner; a different model and loss."""
 
     def load_model(self):
-        from learners.models import load_value_model
+        from core.models import load_value_model
 
         return load_value_model(self.model_path, self.dtype)
 

@@ -2,45 +2,28 @@
 from __future__ import annotations
 
 import os
-import socket
 import time
+from dataclasses import replace
 
-import torch
-
-from cluster.protocol import TrainBatch
+from actors.rank import RankActor
+from core.protocol import TrainBatch
 from learners.losses import Normaliser
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("", 0))
-        return s.getsockname()[1]
-
-
-class LearnerActor:
+class LearnerActor(RankActor):
     def __init__(self, rank: int, world_size: int, model_path: str, learner_cfg, algo_cfg,
                  dtype: str, temperature: float, seed: int, num_threads: int | None = None):
-        if num_threads:
-            torch.set_num_threads(num_threads)
-        self.rank, self.world_size = rank, world_size
+        super().__init__(rank, world_size, num_threads)
         self.model_path, self.learner_cfg, self.algo_cfg = model_path, learner_cfg, algo_cfg
         self.dtype, self.temperature, self.seed = dtype, temperature, seed
         self.engine = None
-        self.busy_s = 0.0  # seconds spent in updates (benchmarks read it)
-
-    def address(self) -> tuple[str, int]:
-        """Where rank 0 listens for the process group."""
-        import ray
-
-        return ray.util.get_node_ip_address(), _free_port()
 
     def setup(self, master_addr: str, master_port: int) -> float:
         """Join the process group and build the DeepSpeed engine (a collective: all ranks at once)."""
-        from learners.engine import ds_config, init_distributed
+        from learners.engine import ds_config
 
         started = time.perf_counter()
-        torch.manual_seed(self.seed)
-        init_distributed(self.rank, self.world_size, master_addr, master_port)
+        self.join(master_addr, master_port, self.seed)
         cfg = self.learner_cfg
         model = self.load_model()
         if cfg.gradient_checkpointing:
@@ -51,7 +34,7 @@ class LearnerActor:
 
     # -- what the critic role overrides -----------------------------------------------------
     def load_model(self):
-        from learners.models import load_policy
+        from core.models import load_policy
 
         return load_policy(self.model_path, self.dtype)
 
@@ -69,8 +52,7 @@ class LearnerActor:
         started = time.perf_counter()
         if self.engine.algorithm.needs().old_logprobs:
             # π_old for truncated importance sampling: these weights, before any update of this step.
-            for shard, n in zip(shards, n_micro):
-                shard.extras["old_logprobs"] = self.engine.logprobs(shard, n)
+            shards = [replace(shard, old_logprobs=self.engine.logprobs(shard, n)) for shard, n in zip(shards, n_micro)]
         totals: dict[str, float] = {}
         for _ in range(self.algo_cfg.epochs):
             for shard, norm, n in zip(shards, norms, n_micro):
@@ -88,7 +70,7 @@ class LearnerActor:
     def export_weights(self, bucket: int | None = None) -> list | None:
         """Rank 0's weights in wire form: all of them, or one bucket of `plan_weight_buckets`
         (every rank must call: ZeRO-3 gathers are collective)."""
-        from cluster.weight_sync import to_wire
+        from core.wire import to_wire
 
         # No extra copy: Ray copies the return value into the object store before this actor
         # runs its next call (the next bucket or update).

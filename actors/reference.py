@@ -5,9 +5,9 @@ import time
 
 import torch
 
-from cluster.protocol import TrainBatch
-from learners.engine import micro_batches, response_logprobs
-from learners.models import load_policy
+from core.models import load_policy
+from core.protocol import TrainBatch
+from learners.engine import response_logprobs
 
 
 class ReferenceActor:
@@ -27,6 +27,6 @@ class ReferenceActor:
         started = time.perf_counter()
         n = max(1, -(-len(batch) // self.micro_batch_size))
         out = [response_logprobs(self.model, mb.to(self.device), self.temperature).cpu()
-               for mb in micro_batches(batch, n)]
+               for mb in batch.split(n)]
         self.busy_s += time.perf_counter() - started
         return torch.cat(out)

@@ -10,12 +10,12 @@ import time
 
 import numpy as np
 
-from cluster.protocol import Rollouts, TermScores
+from core.protocol import Rollouts, TermScores
 from learners.algos.online_dpo import pair_rows
 from rewards.base import PairwiseReward, Sample
 from rewards.implicit import TokenIdsReward
 from rewards.steps import StepReward, token_end_offsets
-from rewards.compose import IsolatedRunner, prefer_pairs, score_terms
+from rewards.isolation import IsolatedRunner, prefer_pairs, score_terms
 from rewards.math_correct import MathCorrect, MathCorrectConfig
 from rewards.registry import REWARDS
 
@@ -31,7 +31,7 @@ class RewardActor:
         self.stepwise = {n: r for n, r in self.rewards.items() if isinstance(r, StepReward)}
         self.tokenizer = None
         if self.stepwise:
-            from learners.models import load_tokenizer
+            from core.models import load_tokenizer
 
             self.tokenizer = load_tokenizer(tokenizer_path)
         self.busy_s = 0.0

@@ -4,34 +4,23 @@ from __future__ import annotations
 import random
 import time
 
-import torch
-
-from actors.learner import _free_port
-from cluster.preference_data import PreferencePair
+from actors.rank import RankActor
+from core.preference_data import PreferencePair
 
 
-class RewardModelTrainerActor:
+class RewardModelTrainerActor(RankActor):
     def __init__(self, rank: int, world_size: int, model_path: str, cfg, num_threads: int | None = None):
-        if num_threads:
-            torch.set_num_threads(num_threads)
-        self.rank, self.world_size = rank, world_size
+        super().__init__(rank, world_size, num_threads)
         self.model_path, self.cfg = model_path, cfg
         self.trainer = None
 
-    def address(self) -> tuple[str, int]:
-        """Where rank 0 listens for the process group."""
-        import ray
-
-        return ray.util.get_node_ip_address(), _free_port()
-
     def setup(self, master_addr: str, master_port: int) -> float:
         """Join the process group and build the DeepSpeed engine (a collective: all ranks at once)."""
-        from learners.engine import ds_config, init_distributed
+        from learners.engine import ds_config
         from learners.reward_model import RewardModelTrainer, build_reward_model
 
         started = time.perf_counter()
-        torch.manual_seed(self.cfg.seed)  # the same fresh score head on every rank
-        init_distributed(self.rank, self.world_size, master_addr, master_port)
+        self.join(master_addr, master_port, self.cfg.seed)
         model, tokenizer = build_reward_model(self.model_path, self.cfg.model.dtype)
         config = ds_config(self.cfg.lr, self.cfg.zero_stage, self.cfg.grad_clip, self.cfg.weight_decay,
                            self.cfg.model.dtype)
@@ -41,12 +30,13 @@ class RewardModelTrainerActor:
     def _batches(self, pairs: list[PreferencePair], order: list[int]):
         """This rank's share of each batch of `batch_size` pairs, and the batch size. Every rank
         gets the same number of batches (ZeRO-3 forwards are collective)."""
-        from learners.reward_model import shard
+        from core.ops import split_bounds
 
         bs = self.cfg.batch_size
         for lo in range(0, len(order), bs):
             batch = [pairs[i] for i in order[lo:lo + bs]]
-            yield shard(batch, self.rank, self.world_size), len(batch)
+            bounds = split_bounds(len(batch), self.world_size)
+            yield batch[bounds[self.rank]:bounds[self.rank + 1]], len(batch)
 
     def train_epoch(self, pairs: list[PreferencePair], epoch: int) -> dict[str, float]:
         """One pass over `pairs` in a seeded order shared by all ranks; returns this rank's sums

@@ -8,14 +8,14 @@ store.
 from __future__ import annotations
 
 import logging
-import os
 import time
-from dataclasses import fields, replace
+from dataclasses import replace
 
 import numpy as np
 import torch
 
-from cluster.protocol import Prompts, Rollouts, SamplingSpec
+from core.models import configure_vllm_env
+from core.protocol import Prompts, Rollouts, SamplingSpec
 
 
 # Fixed token ids for the functional weight checksum (any ids below the vocabulary size).
@@ -43,16 +43,6 @@ class WeightReloadExtension:
             head.quant_method.process_weights_after_loading(head)
 
 
-def _take(column, order: np.ndarray):
-    return column[order] if isinstance(column, np.ndarray) else [column[i] for i in order]
-
-
-def configure_vllm_env(kv_cache_gib: float) -> None:
-    os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
-    os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
-    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(max(1, int(round(kv_cache_gib)))))
-
-
 class RolloutActor:
     def __init__(self, model_path: str, max_model_len: int, kv_cache_gib: float = 1.0,
                  gpu_memory_utilization: float = 0.4, dtype: str = "float32", seed: int = 0,
@@ -74,7 +64,7 @@ class RolloutActor:
         # the frozen reference; the copy follows every weight reload.
         self.mixer = None
         if reference_path is not None:
-            from learners.models import load_policy
+            from core.models import load_policy
 
             self.mixer = (load_policy(model_path, dtype).eval(), load_policy(reference_path, dtype).eval())
             self.generator = torch.Generator().manual_seed(seed)
@@ -83,17 +73,24 @@ class RolloutActor:
         self.busy_s = 0.0  # seconds spent generating or reloading (benchmarks read it)
 
     def generate(self, prompts: Prompts, spec: SamplingSpec) -> Rollouts:
-        """`spec.n` samples per prompt from the policy; with `spec.mixture_coef` set, one from the
-        policy then one from the geometric policy/reference mixture per prompt, in that order."""
+        """`spec.n` samples per prompt from the policy, each prompt's rows together; with
+        `spec.mixture_coef` set, one from the policy then one from the geometric policy/reference
+        mixture per prompt; with `spec.greedy_per_prompt`, each prompt's greedy response after
+        its samples (flagged in `Rollouts.greedy`)."""
         started = time.perf_counter()
-        if spec.mixture_coef is None:
-            out = self._generate_policy(prompts, spec)
+        n = len(prompts)
+        if spec.mixture_coef is not None:
+            both = Rollouts.concat([self._generate_policy(prompts, replace(spec, n=1)),
+                                    self._generate_mixture(prompts, spec)], [0, 0])
+            out = both.select(np.stack([np.arange(n), n + np.arange(n)], 1).reshape(-1).tolist())
+        elif spec.greedy_per_prompt:
+            sampled = self._generate_policy(prompts, spec)
+            greedy = self._generate_policy(prompts, replace(spec, n=1, temperature=0.0))
+            both = Rollouts.concat([sampled, greedy], [0, 0])
+            order = np.concatenate([np.arange(n * spec.n).reshape(n, spec.n), n * spec.n + np.arange(n)[:, None]], 1)
+            out = replace(both, greedy=np.arange(len(both)) >= n * spec.n).select(order.reshape(-1).tolist())
         else:
-            policy = self._generate_policy(prompts, replace(spec, n=1))
-            mixture = self._generate_mixture(prompts, spec)
-            order = np.stack([np.arange(len(prompts)), len(prompts) + np.arange(len(prompts))], 1).reshape(-1)
-            both = Rollouts.concat([policy, mixture], [0, 0])
-            out = Rollouts(**{f.name: _take(getattr(both, f.name), order) for f in fields(Rollouts)})
+            out = self._generate_policy(prompts, spec)
         self.busy_s += time.perf_counter() - started
         return out
 
@@ -156,7 +153,7 @@ class RolloutActor:
         later ones are still being exported."""
         import ray
 
-        from cluster.weight_sync import from_wire
+        from core.wire import from_wire
 
         def named_tensors():
             for ref in bucket_refs:

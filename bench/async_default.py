@@ -21,7 +21,7 @@ from bench.grpo_default import machine, publish  # noqa: E402
 
 
 def run(staleness: int, overrides: list[str]) -> dict:
-    from cluster.config import load_recipe
+    from cluster.recipe import load_recipe
     from cluster.launch import train
 
     cfg = load_recipe(ROOT / "recipes/grpo_arith.yaml", [

@@ -26,7 +26,7 @@ from bench.grpo_default import machine, publish  # noqa: E402
 
 
 def fake_rollouts(prompts, n: int, version: int):
-    from cluster.protocol import Rollouts
+    from core.protocol import Rollouts
 
     rows = [g for g in range(len(prompts)) for _ in range(n)]
     return Rollouts(prompt_ids=[prompts.token_ids[g] for g in rows], response_ids=[np.array([1, 2, 3])] * len(rows),
@@ -60,7 +60,7 @@ class SleepReward:
         self.seconds, self.busy_s = seconds, 0.0
 
     def score(self, rollouts):
-        from cluster.protocol import TermScores
+        from core.protocol import TermScores
 
         time.sleep(self.seconds)
         self.busy_s += self.seconds
@@ -117,10 +117,10 @@ def build(args, ray):
 
 
 def measure(k: int, args, ray) -> dict:
-    from cluster.config import load_recipe
+    from cluster.recipe import load_recipe
     from cluster.controller import Controller
     from cluster.placement import busy_seconds
-    from cluster.protocol import Prompts
+    from core.protocol import Prompts
     from learners.algos.registry import build_algorithm
 
     cfg = load_recipe(ROOT / "recipes/grpo_arith.yaml", [

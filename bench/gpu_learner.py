@@ -23,7 +23,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from cluster.protocol import TrainBatch  # noqa: E402
+from core.protocol import TrainBatch  # noqa: E402
 from learners.algos.grpo import GRPO, GRPOConfig  # noqa: E402
 from learners.engine import PolicyEngine, ds_config, init_distributed  # noqa: E402
 

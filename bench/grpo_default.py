@@ -60,7 +60,7 @@ def report(summary: dict, argv: list[str], recipe: str = "recipes/grpo_arith.yam
 
 
 def main(argv: list[str]) -> None:
-    from cluster.config import load_recipe
+    from cluster.recipe import load_recipe
     from cluster.launch import train
 
     recipe = "recipes/grpo_arith.yaml"

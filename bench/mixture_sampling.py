@@ -28,9 +28,9 @@ from bench.grpo_default import machine, publish  # noqa: E402
 
 
 def prompts_for(model_path: str, n: int):
-    from cluster.config import TaskConfig
-    from cluster.data import load_rows, render_prompts
-    from learners.models import load_tokenizer
+    from core.data import TaskConfig
+    from core.data import load_rows, render_prompts
+    from core.models import load_tokenizer
 
     rows, _ = load_rows(TaskConfig())
     return render_prompts(rows[:n], load_tokenizer(model_path), TaskConfig(), 256)
@@ -38,7 +38,7 @@ def prompts_for(model_path: str, n: int):
 
 def time_vllm(model_path: str, prompts, max_new: int) -> tuple[float, int]:
     from actors.rollout import RolloutActor
-    from cluster.protocol import SamplingSpec
+    from core.protocol import SamplingSpec
 
     actor = RolloutActor(model_path, 512, kv_cache_gib=1.0)
     spec = SamplingSpec(n=1, max_new_tokens=max_new, temperature=1.0)
@@ -51,7 +51,7 @@ def time_vllm(model_path: str, prompts, max_new: int) -> tuple[float, int]:
 def time_mixture(model_path: str, prompts, max_new: int) -> tuple[float, int]:
     import torch
 
-    from learners.models import load_policy, load_tokenizer
+    from core.models import load_policy, load_tokenizer
     from learners.sampling import sample_geometric_mixture
 
     tok = load_tokenizer(model_path)
@@ -67,7 +67,7 @@ def time_hf_generate(model_path: str, prompts, max_new: int) -> tuple[float, int
     from transformers import LogitsProcessor, LogitsProcessorList
 
     from learners.mixture import geometric_mixture_logits
-    from learners.models import load_policy, load_tokenizer
+    from core.models import load_policy, load_tokenizer
     from learners.sampling import _left_pad
 
     tok = load_tokenizer(model_path)
@@ -98,7 +98,7 @@ def main() -> None:
     p.add_argument("--max-new-tokens", type=int, default=32)
     p.add_argument("--model", default="default")
     args = p.parse_args()
-    from learners.models import resolve_model_path
+    from core.models import resolve_model_path
 
     model_path = resolve_model_path(args.model)
     prompts = prompts_for(model_path, args.prompts)

@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from rewards.base import Sample  # noqa: E402
-from rewards.compose import IsolatedRunner  # noqa: E402
+from rewards.isolation import IsolatedRunner  # noqa: E402
 from rewards.math_correct import MathCorrect, MathCorrectConfig  # noqa: E402
 from rewards.remote import TOKEN_ENV  # noqa: E402
 

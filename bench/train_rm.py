@@ -53,8 +53,8 @@ def report(summary: dict, argv: list[str], recipe: str) -> str:
 
 
 def main(argv: list[str]) -> None:
-    from cluster.train_rm import load_rm_config, train_rm
-    from learners.models import ensure_default_model
+    from apps.train_rm import load_rm_config, train_rm
+    from core.models import ensure_default_model
 
     ensure_default_model()
     recipe = "recipes/rm_arith.yaml"

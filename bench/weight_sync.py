@@ -36,11 +36,11 @@ def main() -> None:
     args, overrides = p.parse_known_args()
     import ray
 
-    from cluster.config import load_recipe
+    from cluster.recipe import load_recipe
     from cluster.groups import LearnerGroup, RolloutGroup
     from cluster.placement import start_ray
     from cluster.weight_sync import ObjectStoreSync, SharedMemorySync
-    from learners.models import resolve_model_path
+    from core.models import resolve_model_path
 
     cfg = load_recipe(ROOT / "recipes/grpo_arith.yaml", overrides)
     model_path = resolve_model_path(cfg.model.path)

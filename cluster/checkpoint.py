@@ -16,7 +16,7 @@ import os
 import shutil
 from pathlib import Path
 
-from cluster.config import ConfigError, RecipeConfig, dump_recipe
+from cluster.recipe import ConfigError, RecipeConfig, dump_recipe
 
 STATE = "state.json"
 # Settings a resumed run must share with the run it continues: they decide which prompts the

@@ -11,30 +11,35 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from cluster import checkpoint
-from cluster.config import RecipeConfig, dump_recipe
-from cluster.data import PromptStream
 from cluster.metrics import PhaseTimer, RunLogger
 from cluster.pipeline import InFlight, RolloutPipeline, check_staleness
-from cluster.protocol import Prompts, Rollouts, SamplingSpec, Scores, TrainBatch, rollouts_to_tensors
+from cluster.recipe import RecipeConfig, dump_recipe
+from core.data import PromptStream
+from core.protocol import Prompts, Rollouts, RolloutTensors, SamplingSpec, Scores, TrainBatch
 from learners.algos.base import Algorithm
 
+if TYPE_CHECKING:  # the role groups import Ray; the loop itself runs on any objects with these methods
+    from cluster.groups import CriticGroup, LearnerGroup, ReferenceGroup, RewardGroup, RolloutGroup
+    from cluster.weight_sync import WeightSync
 
 
-@dataclass
+@dataclass(frozen=True)
 class Roles:
-    rollouts: object
-    rewards: object
-    learners: object
-    reference: object | None
-    sync: object
-    critic: object | None = None
+    """The run's role groups; reference and critic only when the algorithm declares them."""
+
+    rollouts: RolloutGroup
+    rewards: RewardGroup
+    learners: LearnerGroup
+    reference: ReferenceGroup | None
+    sync: WeightSync
+    critic: CriticGroup | None = None
 
     def groups(self) -> dict[str, object]:
         """The roles that run, by config section name."""
@@ -68,16 +73,17 @@ class Controller:
         # prefill discards a sample; the engine itself is seeded from train.seed.
         spec = SamplingSpec(n=self.needs.samples_per_prompt, max_new_tokens=r.max_new_tokens,
                             temperature=r.temperature, top_p=r.top_p,
-                            mixture_coef=self.algorithm.mixture_coef(step) if self.needs.mixture_sampling else None)
+                            mixture_coef=self.algorithm.mixture_coef(step) if self.needs.mixture_sampling else None,
+                            greedy_per_prompt=self.needs.greedy_sample)
         prompts = self.stream.next_batch(self.cfg.train.prompts_per_step)
         pending = self.roles.rollouts.submit(prompts, spec, r.chunk_prompts)
         return InFlight(step, prompts, version, pending, self.roles.rewards.submit(pending))
 
-    def reference_forward(self, tensors: dict) -> None:
-        tensors["ref_logprobs"] = self.roles.reference.logprobs(_probe(tensors))
+    def reference_forward(self, tensors: RolloutTensors) -> RolloutTensors:
+        return replace(tensors, ref_logprobs=self.roles.reference.logprobs(tensors.probe()))
 
-    def critic_forward(self, tensors: dict) -> None:
-        tensors["values"] = self.roles.critic.values(_probe(tensors))
+    def critic_forward(self, tensors: RolloutTensors) -> RolloutTensors:
+        return replace(tensors, values=self.roles.critic.values(tensors.probe()))
 
     def update(self, batch: TrainBatch) -> dict[str, float]:
         """Policy and critic (if any) train on the same batch at the same time."""
@@ -114,13 +120,13 @@ class Controller:
         with timer.phase("score"):
             scores = item.scores.result()
         staleness = check_staleness(step, rollouts.policy_versions, self.staleness_bound)
-        tensors = rollouts_to_tensors(rollouts, self.pad_id)
+        tensors = RolloutTensors.from_rollouts(rollouts, self.pad_id)
         with timer.phase("reference"):
             if self.needs.reference:
-                self.reference_forward(tensors)
+                tensors = self.reference_forward(tensors)
         with timer.phase("critic"):
             if self.needs.critic:
-                self.critic_forward(tensors)
+                tensors = self.critic_forward(tensors)
         batch, prep_metrics = self.algorithm.prepare(rollouts, scores, tensors)
         with timer.phase("update"):
             train_metrics = self.update(batch)
@@ -210,11 +216,6 @@ class Controller:
             "mean_step_timing_s": {k: float(np.mean([t[k] for t in step_times])) for k in step_times[0]},
             "recipe": dump_recipe(self.cfg),
         }
-
-
-def _probe(tensors: dict) -> TrainBatch:
-    """The rollout tensors as a batch for a forward pass (no advantages yet)."""
-    return TrainBatch(advantages=torch.zeros(len(tensors["input_ids"])), **tensors)
 
 
 def rollout_metrics(rollouts: Rollouts, scores: Scores) -> dict[str, float]:

@@ -1,10 +1,12 @@
 """Typed fan-out wrappers, one per role: `rollouts.generate(...)`, `learners.update(...)`.
 
-Each wrapper owns its Ray actors and hides how work is split across them.
+Each wrapper owns its Ray actors and hides how work is split across them. `spawn` places one
+actor per worker in the role's placement group; `RankGroup` is the plumbing every group of
+DeepSpeed ranks shares (the policy and critic of `train`, the reward model of `train-rm`).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 import numpy as np
 import ray
@@ -14,24 +16,25 @@ from actors.critic import CriticActor
 from actors.learner import LearnerActor
 from actors.reference import ReferenceActor
 from actors.reward import RewardActor
+from actors.reward_model import RewardModelTrainerActor
 from actors.rollout import RolloutActor
-from cluster.config import RecipeConfig
-from cluster.placement import place_role, threads_for, worker_env
-from cluster.protocol import Prompts, Rollouts, SamplingSpec, Scores, TermScores, TrainBatch
+from cluster.placement import place_role, stop_role, threads_for, worker_env
+from cluster.recipe import RecipeConfig, RoleConfig
+from core.ops import split_bounds
+from core.protocol import Prompts, Rollouts, SamplingSpec, Scores, TermScores, TrainBatch
 from learners.engine import num_micro_batches
 from rewards.base import PairwiseReward
-from rewards.compose import Combiner, token_rewards
+from rewards.combine import Combiner, token_rewards
 from rewards.registry import REWARDS
 
 
-def _spawn(cls, name: str, cfg: RecipeConfig, args_for, env: dict | None = None) -> list:
-    role = getattr(cfg, name)
-    options = place_role(name, role, cfg.cluster.placement_strategy)
+def spawn(cls, name: str, role: RoleConfig, strategy: str, args_for) -> list:
+    """One Ray actor of `cls` per worker of role `name`, in the role's placement group;
+    `args_for(i)` gives worker i's constructor arguments."""
+    options = place_role(name, role, strategy)
     remote_cls = ray.remote(cls)
-    return [
-        remote_cls.options(**opts, runtime_env=worker_env(role, env), name=None).remote(*args_for(i))
-        for i, opts in enumerate(options)
-    ]
+    return [remote_cls.options(**opts, runtime_env=worker_env(role), name=None).remote(*args_for(i))
+            for i, opts in enumerate(options)]
 
 
 def get_all(refs: list, actors: list) -> list:
@@ -47,11 +50,6 @@ def get_all(refs: list, actors: list) -> list:
                 ray.kill(a)
             raise
     return ray.get(refs)
-
-
-def _split(n: int, parts: int) -> list[tuple[int, int]]:
-    bounds = np.linspace(0, n, parts + 1).round().astype(int)
-    return [(a, b) for a, b in zip(bounds, bounds[1:]) if b > a]
 
 
 class LoadBalancer:
@@ -89,16 +87,24 @@ class PendingRollouts:
 
 
 class RolloutGroup:
-    def __init__(self, cfg: RecipeConfig, model_path: str, reference_path: str | None = None):
-        r = cfg.rollout
-        max_len = r.max_prompt_len + max(r.max_new_tokens, cfg.train.eval_max_new_tokens)
-        self.actors = _spawn(RolloutActor, "rollout", cfg, lambda i: (
-            model_path, max_len, r.kv_cache_gib, r.gpu_memory_utilization, cfg.model.dtype, cfg.train.seed + i,
-            reference_path))
+    """vLLM engines, one per actor; worker i's engine is seeded with `seed + i`."""
+
+    def __init__(self, role: RoleConfig, strategy: str, model_path: str, max_model_len: int, dtype: str = "float32",
+                 seed: int = 0, kv_cache_gib: float = 1.0, gpu_memory_utilization: float = 0.4,
+                 reference_path: str | None = None):
+        self.actors = spawn(RolloutActor, "rollout", role, strategy, lambda i: (
+            model_path, max_model_len, kv_cache_gib, gpu_memory_utilization, dtype, seed + i, reference_path))
         self.start_s = max(ray.get([a.ready.remote() for a in self.actors]))
         self.balancer = LoadBalancer(self.actors)
         self.reloads: list = []
         self.last_reload_s = 0.0
+
+    @classmethod
+    def for_recipe(cls, cfg: RecipeConfig, model_path: str, reference_path: str | None = None) -> "RolloutGroup":
+        r = cfg.rollout
+        max_len = r.max_prompt_len + max(r.max_new_tokens, cfg.train.eval_max_new_tokens)
+        return cls(r, cfg.cluster.placement_strategy, model_path, max_len, cfg.model.dtype, cfg.train.seed,
+                   r.kv_cache_gib, r.gpu_memory_utilization, reference_path)
 
     def submit(self, prompts: Prompts, spec: SamplingSpec, chunk_prompts: int | None = None) -> PendingRollouts:
         """Send the prompts out in chunks (default: one per actor) to the least-loaded actors."""
@@ -139,6 +145,9 @@ class RolloutGroup:
         if done:
             self.last_reload_s = max(ray.get(done))
 
+    def stop(self) -> None:
+        stop_role("rollout", self.actors)
+
     def checksums(self) -> list[float]:
         return ray.get([a.checksum.remote() for a in self.actors])
 
@@ -163,7 +172,8 @@ class RewardGroup:
 
     def __init__(self, cfg: RecipeConfig, tokenizer_path: str | None = None):
         self.weights = {t.name: t.weight for t in cfg.rewards}
-        self.actors = _spawn(RewardActor, "reward", cfg, lambda i: (cfg.rewards, cfg.reward.timeout_s, tokenizer_path))
+        self.actors = spawn(RewardActor, "reward", cfg.reward, cfg.cluster.placement_strategy,
+                            lambda i: (cfg.rewards, cfg.reward.timeout_s, tokenizer_path))
         pointwise = [t for t in cfg.rewards if not issubclass(REWARDS[t.name], PairwiseReward)]
         self.combiner = Combiner(pointwise, cfg.reward.combine) if pointwise else None
         self.balancer = LoadBalancer(self.actors)
@@ -193,20 +203,16 @@ class RewardGroup:
         return self.submit(PendingRollouts([ray.put(rollouts)], [0])).result()
 
     def accuracy(self, rollouts: Rollouts) -> Scores:
-        spans = _split(len(rollouts), len(self.actors))
-        raw = TermScores.concat(ray.get([a.accuracy.remote(_slice(rollouts, lo, hi))
-                                         for a, (lo, hi) in zip(self.actors, spans)]))
+        bounds = split_bounds(len(rollouts), len(self.actors))
+        raw = TermScores.concat(ray.get([a.accuracy.remote(rollouts.select(slice(lo, hi)))
+                                         for a, lo, hi in zip(self.actors, bounds, bounds[1:]) if hi > lo]))
         return Scores(values=raw.terms["accuracy"], terms=raw.terms, errors=raw.errors)
-
-
-def _slice(rollouts: Rollouts, lo: int, hi: int) -> Rollouts:
-    return Rollouts(**{f.name: getattr(rollouts, f.name)[lo:hi] for f in fields(Rollouts)})
 
 
 class ReferenceGroup:
     def __init__(self, cfg: RecipeConfig, model_path: str):
         ref = cfg.reference
-        self.actors = _spawn(ReferenceActor, "reference", cfg, lambda i: (
+        self.actors = spawn(ReferenceActor, "reference", ref, cfg.cluster.placement_strategy, lambda i: (
             model_path, cfg.model.dtype, ref.micro_batch_size, cfg.rollout.temperature, threads_for()))
 
     def logprobs(self, batch: TrainBatch) -> torch.Tensor:
@@ -214,7 +220,31 @@ class ReferenceGroup:
         return torch.cat(ray.get([a.logprobs.remote(batch.shard(i, n)) for i, a in enumerate(self.actors)]))
 
 
-class LearnerGroup:
+class RankGroup:
+    """Data-parallel DeepSpeed ranks of one model (a `RankActor` subclass per rank): spawned in
+    the role's placement group, joined into one process group at rank 0's address. Every call
+    goes to all ranks and fails fast (`get_all`)."""
+
+    def __init__(self, actor_cls, name: str, role: RoleConfig, strategy: str, args_for):
+        self.actors = spawn(actor_cls, name, role, strategy, args_for)
+        addr, port = ray.get(self.actors[0].address.remote())
+        self.setup_s = max(self.call("setup", addr, port))
+
+    @property
+    def world_size(self) -> int:
+        return len(self.actors)
+
+    def call(self, method: str, *args) -> list:
+        """`method(*args)` on every rank; the results in rank order."""
+        return get_all([getattr(a, method).remote(*args) for a in self.actors], self.actors)
+
+    def finish_summed(self, refs: list) -> dict[str, float]:
+        """Wait for per-rank results whose values are shares of global quantities: their sum."""
+        results = get_all(refs, self.actors)
+        return {k: sum(r[k] for r in results) for k in results[0]}
+
+
+class LearnerGroup(RankGroup):
     """Data-parallel DeepSpeed ranks of one trained model: the policy (`learner` role) or, for
     algorithms that declare a critic, the value model (`critic` role)."""
 
@@ -223,27 +253,20 @@ class LearnerGroup:
 
     def __init__(self, cfg: RecipeConfig, model_path: str):
         lc = getattr(cfg, self.role)
-        world = lc.num_workers
-        self.actors = _spawn(self.actor_cls, self.role, cfg, lambda i: (
-            i, world, model_path, lc, cfg.algo, cfg.model.dtype, cfg.rollout.temperature,
+        super().__init__(self.actor_cls, self.role, lc, cfg.cluster.placement_strategy, lambda i: (
+            i, lc.num_workers, model_path, lc, cfg.algo, cfg.model.dtype, cfg.rollout.temperature,
             cfg.train.seed, threads_for()))
         self.micro_batch_size = lc.micro_batch_size
         self.bucket_bytes = int(cfg.train.sync_bucket_mb * 2**20)
         self.n_buckets: int | None = None  # planned at the first export
         self.exporting: list = []
-        addr, port = ray.get(self.actors[0].address.remote())
-        self.setup_s = max(get_all([a.setup.remote(addr, port) for a in self.actors], self.actors))
-
-    @property
-    def world_size(self) -> int:
-        return len(self.actors)
 
     def start_update(self, batch: TrainBatch, algorithm, max_new_tokens: int) -> list:
         """Split the step's batch into mini-batches, shard each across ranks, start all steps;
         returns the pending refs (`finish_update` waits), so policy and critic train together."""
         world, unit = self.world_size, algorithm.rows_per_unit  # enough units: checked by RecipeConfig
         k = algorithm.cfg.mini_batches
-        minis = [batch.shard(j, k, unit) for j in range(k)]
+        minis = batch.split(k, unit)
         norms = [algorithm.normaliser(m, max_new_tokens) for m in minis]
         shards = [[m.shard(r, world, unit) for m in minis] for r in range(world)]
         mb_units = max(1, self.micro_batch_size // unit)
@@ -251,9 +274,7 @@ class LearnerGroup:
         return [a.update.remote(shards[r], norms, n_micro) for r, a in enumerate(self.actors)]
 
     def finish_update(self, refs: list) -> dict[str, float]:
-        results = get_all(refs, self.actors)
-        # Per-rank values are shares of global quantities: sum over ranks.
-        return {k: sum(r[k] for r in results) for k in results[0]}
+        return self.finish_summed(refs)
 
     def update(self, batch: TrainBatch, algorithm, max_new_tokens: int) -> dict[str, float]:
         return self.finish_update(self.start_update(batch, algorithm, max_new_tokens))
@@ -264,15 +285,14 @@ class LearnerGroup:
         its bucket, so a reader loads the first while later ones are still being exported. The
         other ranks' part (ZeRO-3 gathers) is awaited by `check_export`."""
         if self.n_buckets is None:
-            plans = get_all([a.plan_weight_buckets.remote(self.bucket_bytes) for a in self.actors], self.actors)
-            self.n_buckets = plans[0]
+            self.n_buckets = self.call("plan_weight_buckets", self.bucket_bytes)[0]
         calls = [[a.export_weights.remote(b) for a in self.actors] for b in range(self.n_buckets)]
         self.exporting = [ref for refs in calls for ref in refs[1:]]
         return [refs[0] for refs in calls]
 
     def share_weights(self) -> dict:
         """Rank 0's parameters moved into shared memory: the descriptor rollout actors map."""
-        return get_all([a.share_weights.remote() for a in self.actors], self.actors)[0]
+        return self.call("share_weights")[0]
 
     def unlink_shared_weights(self, descriptor: dict) -> None:
         ray.get(self.actors[0].unlink_shared_weights.remote(descriptor))
@@ -283,13 +303,13 @@ class LearnerGroup:
         self.exporting = []
 
     def save(self, out_dir: str) -> str:
-        return get_all([a.save.remote(out_dir) for a in self.actors], self.actors)[0]
+        return self.call("save", out_dir)[0]
 
     def save_state(self, ckpt_dir: str) -> None:
-        get_all([a.save_state.remote(ckpt_dir) for a in self.actors], self.actors)
+        self.call("save_state", ckpt_dir)
 
     def load_state(self, ckpt_dir: str) -> None:
-        get_all([a.load_state.remote(ckpt_dir) for a in self.actors], self.actors)
+        self.call("load_state", ckpt_dir)
 
 
 class CriticGroup(LearnerGroup):
@@ -306,3 +326,29 @@ class CriticGroup(LearnerGroup):
         n_micro = num_micro_batches([len(s) for s in shards], self.micro_batch_size)
         return torch.cat(get_all([a.values.remote(s, n_micro) for s, a in zip(shards, self.actors)],
                                  self.actors))
+
+
+class RewardModelTrainerGroup(RankGroup):
+    """The reward-model trainer's ranks (`rewardflow train-rm`): sums per-rank counts into
+    held-out and training statistics."""
+
+    def __init__(self, cfg, model_path: str):
+        world = cfg.learner.num_workers
+        super().__init__(RewardModelTrainerActor, "learner", cfg.learner, cfg.cluster.placement_strategy,
+                         lambda i: (i, world, model_path, cfg, threads_for()))
+
+    def _summed(self, method: str, *args) -> dict[str, float]:
+        return self.finish_summed([getattr(a, method).remote(*args) for a in self.actors])
+
+    def evaluate(self, pairs_ref) -> dict[str, float]:
+        s = self._summed("evaluate", pairs_ref)
+        n = max(s["count"], 1.0)
+        return {"accuracy": s["correct"] / n, "loss": s["loss_sum"] / n, "margin": s["margin_sum"] / n}
+
+    def train_epoch(self, pairs_ref, epoch: int) -> dict[str, float]:
+        s = self._summed("train_epoch", pairs_ref, epoch)
+        n = max(s["count"], 1.0)
+        return {"loss": s["loss_sum"] / n, "accuracy": s["correct"] / n, "steps": s["steps"] / self.world_size}
+
+    def save(self, out_dir: str) -> str:
+        return self.call("save", out_dir)[0]

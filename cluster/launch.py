@@ -7,13 +7,13 @@ from pathlib import Path
 import ray
 
 from cluster.checkpoint import resolve_resume
-from cluster.config import RecipeConfig, dump_recipe
+from cluster.recipe import RecipeConfig, dump_recipe
 from cluster.controller import Controller, Roles, write_summary
-from cluster.data import load_rows, render_prompts
+from core.data import load_rows, render_prompts
 from cluster.metrics import RunLogger
 from cluster.placement import ROLES, busy_seconds, node_ids, start_ray
 from learners.algos.registry import build_algorithm
-from learners.models import load_tokenizer, resolve_model_path
+from core.models import load_tokenizer, resolve_model_path
 
 
 def build_roles(cfg: RecipeConfig, model_path: str, needs) -> Roles:
@@ -24,7 +24,7 @@ def build_roles(cfg: RecipeConfig, model_path: str, needs) -> Roles:
         raise NotImplementedError("a policy-as-judge phase (self-rewarding) is not built yet; "
                                   "use a judge reward in `rewards:` instead")
     learners = LearnerGroup(cfg, model_path)
-    rollouts = RolloutGroup(cfg, model_path, reference_path=model_path if needs.mixture_sampling else None)
+    rollouts = RolloutGroup.for_recipe(cfg, model_path, reference_path=model_path if needs.mixture_sampling else None)
     return Roles(
         rollouts=rollouts,
         rewards=RewardGroup(cfg, model_path),

@@ -5,7 +5,7 @@ import os
 import time
 from contextlib import contextmanager
 
-from cluster.config import LoggingConfig
+from cluster.recipe import LoggingConfig
 
 
 class PhaseTimer:

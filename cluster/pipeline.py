@@ -14,7 +14,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Callable
 
-from cluster.protocol import Prompts
+from core.protocol import Prompts
 
 
 @dataclass

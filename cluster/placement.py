@@ -5,10 +5,10 @@ import math
 import os
 
 import ray
-from ray.util.placement_group import placement_group
+from ray.util.placement_group import get_placement_group, placement_group, remove_placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
-from cluster.config import RecipeConfig, RoleConfig
+from cluster.recipe import RecipeConfig, RoleConfig
 
 ROLES = ("rollout", "reward", "reference", "learner", "critic")
 
@@ -55,6 +55,17 @@ def place_role(name: str, role: RoleConfig, strategy: str) -> list[dict]:
         {**base, "scheduling_strategy": PlacementGroupSchedulingStrategy(pg, placement_group_bundle_index=i)}
         for i in range(role.num_workers)
     ]
+
+
+def stop_role(name: str, actors: list) -> None:
+    """Kill a role's actors and free its placement group (`place_role`), so a later role of the
+    same job can use those resources."""
+    for actor in actors:
+        ray.kill(actor)
+    try:
+        remove_placement_group(get_placement_group(f"rewardflow-{name}"))
+    except ValueError:  # a zero-resource role has no placement group
+        pass
 
 
 def worker_env(role: RoleConfig, extra: dict[str, str] | None = None) -> dict:

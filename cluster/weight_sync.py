@@ -5,33 +5,13 @@ stage 0, float32, CPU): rank 0's parameters live in a shared-memory file and rol
 from them in place, so nothing is copied before the reload (learners/shared_weights.py).
 `ObjectStoreSync` is the general path (asynchronous loop, several nodes): rank 0 puts its weights
 in the Ray object store once, in buckets, and every rollout actor reloads them in place,
-starting on the first bucket while rank 0 exports the next, so export and reload overlap. An NCCL broadcast path
-(GPU, multi-node) implements the same `sync`.
+starting on the first bucket while rank 0 exports the next, so export and reload overlap. A
+collective (gloo / NCCL) broadcast path for several nodes and GPUs is not built yet; it would be
+one more `WeightSync` chosen by `make_weight_sync`. The wire format is `core/wire.py`.
 """
 from __future__ import annotations
 
-import warnings
 from abc import ABC, abstractmethod
-
-import numpy as np
-import torch
-
-# numpy has no bfloat16: 16-bit floats travel as their raw bits.
-_RAW16 = {torch.bfloat16: torch.int16, torch.float16: torch.int16}
-
-
-def to_wire(named: list[tuple[str, torch.Tensor]]) -> list[tuple[str, str, np.ndarray]]:
-    """Weights as (name, dtype, numpy array): the object store keeps numpy buffers as they are,
-    and every reader gets a zero-copy view, where torch tensors would be pickled and copied."""
-    return [(name, str(t.dtype).removeprefix("torch."),
-             (t.view(_RAW16[t.dtype]) if t.dtype in _RAW16 else t).numpy()) for name, t in named]
-
-
-def from_wire(wire: list[tuple[str, str, np.ndarray]]) -> list[tuple[str, torch.Tensor]]:
-    """Tensors sharing the (read-only) object-store buffers; loaders copy them into their params."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
-        return [(name, torch.from_numpy(a).view(getattr(torch, dtype))) for name, dtype, a in wire]
 
 
 class WeightSync(ABC):
@@ -74,7 +54,7 @@ class ObjectStoreSync(WeightSync):
 class SharedMemorySync(WeightSync):
     """Rollout actors map rank 0's parameters once; a sync is their reload from that memory. The
     learner must not step while they read: only for the synchronous loop
-    (`cluster.config.shared_memory_blocker`)."""
+    (`cluster.recipe.shared_memory_blocker`)."""
 
     name = "shared_memory"
 
@@ -97,8 +77,8 @@ class SharedMemorySync(WeightSync):
 
 def make_weight_sync(cfg, learners, rollouts) -> WeightSync:
     """`train.weight_sync`: auto takes shared memory where it works, else the object store."""
-    from cluster.config import ConfigError, shared_memory_blocker
     from cluster.placement import node_ids
+    from cluster.recipe import ConfigError, shared_memory_blocker
 
     mode = cfg.train.weight_sync
     if mode != "object_store":
@@ -112,15 +92,3 @@ def make_weight_sync(cfg, learners, rollouts) -> WeightSync:
         if mode == "shared_memory":
             raise ConfigError(f"train.weight_sync: shared_memory impossible: {blocker}")
     return ObjectStoreSync(learners, rollouts)
-
-
-class NcclBroadcastSync(WeightSync):
-    def __init__(self, *_, **__):
-        raise NotImplementedError(
-            "NCCL weight broadcast (GPU / multi-node) is not built yet; use the object-store path")
-
-    def start(self, version: int) -> None:  # pragma: no cover - never constructed
-        raise NotImplementedError
-
-    def finish(self) -> None:  # pragma: no cover - never constructed
-        raise NotImplementedError

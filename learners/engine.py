@@ -11,10 +11,10 @@ from collections import defaultdict
 
 import torch
 
-from cluster.protocol import TrainBatch
+from core.protocol import TrainBatch
 from learners.algos.base import Algorithm
 from learners.losses import Normaliser
-from learners.ops import entropy_from_logits, masked_sum, token_logprobs
+from core.ops import entropy_from_logits, masked_sum, position_ids, token_logprobs
 
 
 def init_distributed(rank: int, world_size: int, master_addr: str, master_port: int) -> None:
@@ -47,10 +47,9 @@ def response_logits(model, batch: TrainBatch, temperature: float = 1.0) -> torch
     Prompts are left-padded, so positions come from the attention mask; only the last R + 1
     positions go through the LM head (`logits_to_keep`).
     """
-    position_ids = (batch.attention_mask.cumsum(-1) - 1).clamp(min=0)
     resp_len = batch.response_mask.shape[1]
     out = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
-                position_ids=position_ids, use_cache=False, logits_to_keep=resp_len + 1)
+                position_ids=position_ids(batch.attention_mask), use_cache=False, logits_to_keep=resp_len + 1)
     logits = out.logits[:, :-1]
     return logits / temperature if temperature != 1.0 else logits
 
@@ -58,9 +57,9 @@ def response_logits(model, batch: TrainBatch, temperature: float = 1.0) -> torch
 def response_values(model, batch: TrainBatch) -> torch.Tensor:
     """V(s_t) [B, R] from a token-classification value model: the value of the state before
     response token t is read where that token is predicted (the same positions as the logits)."""
-    position_ids = (batch.attention_mask.cumsum(-1) - 1).clamp(min=0)
     resp_len = batch.response_mask.shape[1]
-    out = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, position_ids=position_ids)
+    out = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
+                position_ids=position_ids(batch.attention_mask))
     return out.logits[:, -(resp_len + 1):-1, 0].float()
 
 
@@ -76,12 +75,6 @@ def probe_logprob_sum(model, probe_ids: list[int]) -> float:
     ids = torch.tensor([probe_ids], device=next(model.parameters()).device)
     logits = model(input_ids=ids, use_cache=False).logits[:, :-1]
     return float(token_logprobs(logits, ids[:, 1:]).double().sum())
-
-
-def micro_batches(batch: TrainBatch, n: int, unit: int = 1) -> list[TrainBatch]:
-    """`n` contiguous micro-batches; `unit` rows (a chosen/rejected pair) are never split."""
-    bounds = (torch.linspace(0, len(batch) // unit, n + 1).round().long() * unit).tolist()
-    return [batch.select(slice(a, b)) for a, b in zip(bounds, bounds[1:])]
 
 
 def num_micro_batches(shard_sizes: list[int], micro_batch_size: int) -> int:
@@ -117,7 +110,7 @@ class DeepSpeedModel:
         """
         self.engine.train()
         sums: dict[str, float] = defaultdict(float)
-        parts = micro_batches(shard, n_micro, self.algorithm.rows_per_unit)
+        parts = shard.split(n_micro, self.algorithm.rows_per_unit)
         for i, mb in enumerate(parts):
             self.engine.set_gradient_accumulation_boundary(i == len(parts) - 1)
             loss = self.micro_loss(mb.to(self.device), norm, sums)
@@ -142,7 +135,7 @@ class PolicyEngine(DeepSpeedModel):
         """log π(response tokens) [B, R] with the current weights (same micro-batches as training)."""
         self.engine.eval()
         return torch.cat([response_logprobs(self.engine, mb.to(self.device), self.temperature).cpu()
-                          for mb in micro_batches(shard, n_micro, self.algorithm.rows_per_unit)])
+                          for mb in shard.split(n_micro, self.algorithm.rows_per_unit)])
 
     def micro_loss(self, mb: TrainBatch, norm: Normaliser, sums: dict[str, float]) -> torch.Tensor:
         logits = response_logits(self.engine, mb, self.temperature)
@@ -209,7 +202,7 @@ class CriticEngine(DeepSpeedModel):
     def values(self, shard: TrainBatch, n_micro: int) -> torch.Tensor:
         self.engine.eval()
         return torch.cat([response_values(self.engine, mb.to(self.device)).cpu()
-                          for mb in micro_batches(shard, n_micro)])
+                          for mb in shard.split(n_micro)])
 
     def micro_loss(self, mb: TrainBatch, norm: Normaliser, sums: dict[str, float]) -> torch.Tensor:
         loss, metrics = self.algorithm.critic_loss(mb, response_values(self.engine, mb), norm)

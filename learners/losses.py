@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import torch
 
-from learners.ops import masked_sum
+from core.ops import masked_sum
 
 
 def clipped_surrogate(

@@ -29,15 +29,16 @@ def geometric_mixture_logits(
 
 
 def geometric_mixture_logprobs(
-    policy_logits: torch.Tensor, ref_logits: torch.Tensor, beta: float
+    policy_logits: torch.Tensor, ref_logits: torch.Tensor, beta: float, temperature: float = 1.0
 ) -> torch.Tensor:
-    """log π_mix = log_softmax((1-β)·policy_logits + β·ref_logits) over the last dim.
+    """log π_mix = log_softmax(((1-β)·policy_logits + β·ref_logits) / T) over the last dim.
 
     policy_logits, ref_logits: [..., V] -> [..., V]. Each logit vector may be shifted by any
     constant (logits or log-probabilities give the same result): the log-softmax absorbs it.
+    The temperature T > 0 applies to the mixed logits, as a sampler applies it to one model's.
     """
     mixed = _at_least_float32(geometric_mixture_logits(policy_logits, ref_logits, beta))
-    return torch.log_softmax(mixed, dim=-1)
+    return torch.log_softmax(mixed / temperature if temperature != 1.0 else mixed, dim=-1)
 
 
 def sample_mixture_token(
@@ -46,17 +47,17 @@ def sample_mixture_token(
     beta: float,
     temperature: float = 1.0,
     generator: torch.Generator | None = None,
-) -> torch.Tensor:
-    """Sample one token per row from softmax(mixed logits / temperature).
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sample one token per row from π_mix at `temperature` (`geometric_mixture_logprobs`).
 
-    policy_logits, ref_logits: [B, V] -> tokens [B] (int64). The temperature applies to the
-    mixed logits, as a sampler would apply it to the logits of a single model; temperature 0
-    means greedy (argmax of the mixture).
+    policy_logits, ref_logits: [B, V] -> (tokens [B] int64, log π_mix(token) [B] float32).
+    Temperature 0 means greedy (argmax of the mixture), whose log-probability is 0.
     """
     if temperature < 0:
         raise ValueError(f"temperature must be >= 0, got {temperature}")
-    mixed = _at_least_float32(geometric_mixture_logits(policy_logits, ref_logits, beta))
     if temperature == 0:
-        return mixed.argmax(dim=-1)
-    probs = torch.softmax(mixed / temperature, dim=-1)
-    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+        tokens = geometric_mixture_logits(policy_logits, ref_logits, beta).argmax(dim=-1)
+        return tokens, torch.zeros(tokens.shape, dtype=torch.float32)
+    logprobs = geometric_mixture_logprobs(policy_logits, ref_logits, beta, temperature)
+    tokens = torch.multinomial(logprobs.exp(), 1, generator=generator).squeeze(-1)
+    return tokens, logprobs.gather(-1, tokens[:, None]).squeeze(-1)

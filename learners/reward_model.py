@@ -12,7 +12,7 @@ import os
 import torch
 import torch.nn.functional as F
 
-from cluster.preference_data import PreferencePair
+from core.preference_data import PreferencePair
 from rewards.reward_model import encode, prepare_tokenizer, rm_input_text, sequence_rewards
 
 
@@ -50,12 +50,6 @@ def pair_texts(tokenizer, pairs: list[PreferencePair]) -> list[str]:
     """[chosen_0 .. chosen_{P-1}, rejected_0 .. rejected_{P-1}] as reward-model inputs."""
     return ([rm_input_text(tokenizer, p.prompt, p.chosen) for p in pairs]
             + [rm_input_text(tokenizer, p.prompt, p.rejected) for p in pairs])
-
-
-def shard(items: list, rank: int, world_size: int) -> list:
-    """Rank `rank`'s contiguous share of `items` (sizes differ by at most one)."""
-    n = len(items)
-    return items[rank * n // world_size:(rank + 1) * n // world_size]
 
 
 class RewardModelTrainer:

@@ -13,7 +13,8 @@ from dataclasses import dataclass
 
 import torch
 
-from learners.mixture import geometric_mixture_logits
+from core.ops import pad_left, position_ids
+from learners.mixture import geometric_mixture_logprobs, sample_mixture_token
 
 
 @dataclass
@@ -23,24 +24,14 @@ class MixtureSamples:
     finish_reasons: list[str]  # "stop" (EOS sampled) or "length"
 
 
-def _left_pad(prompts: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    width = max(len(p) for p in prompts)
-    ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(prompts), width), dtype=torch.long)
-    for i, p in enumerate(prompts):
-        ids[i, width - len(p):] = torch.tensor(p, dtype=torch.long)
-        mask[i, width - len(p):] = 1
-    return ids, mask
-
-
 @torch.no_grad()
 def sample_geometric_mixture(
     policy, reference, prompts: list[list[int]], mixture_coef: float, max_new_tokens: int,
     temperature: float, eos_ids: set[int], pad_id: int, generator: torch.Generator | None = None,
 ) -> MixtureSamples:
     """Sample one response per prompt from π_mix (batched, left-padded, both KV caches kept)."""
-    ids, mask = _left_pad(prompts, pad_id)
-    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    ids, mask = pad_left(prompts, pad_id)
+    positions = position_ids(mask)
     caches: list = [None, None]
     batch = len(prompts)
     done = torch.zeros(batch, dtype=torch.bool)
@@ -54,9 +45,7 @@ def sample_geometric_mixture(
                         past_key_values=caches[k], use_cache=True, logits_to_keep=1)
             caches[k] = out.past_key_values
             logits.append(out.logits[:, -1].float())
-        mixed = torch.log_softmax(geometric_mixture_logits(*logits, mixture_coef) / temperature, dim=-1)
-        step = torch.multinomial(mixed.exp(), 1, generator=generator).squeeze(-1)
-        step_lp = mixed.gather(-1, step[:, None]).squeeze(-1)
+        step, step_lp = sample_mixture_token(*logits, mixture_coef, temperature, generator)
         for i in torch.nonzero(~done).flatten().tolist():
             tokens[i].append(int(step[i]))
             logprobs[i].append(float(step_lp[i]))
@@ -77,5 +66,5 @@ def mixture_sequence_logprob(policy, reference, prompt: list[int], response: lis
     sampler is tested against."""
     ids = torch.tensor([prompt + response])
     logits = [m(input_ids=ids, use_cache=False).logits[0, len(prompt) - 1:-1].float() for m in (policy, reference)]
-    mixed = torch.log_softmax(geometric_mixture_logits(*logits, mixture_coef) / temperature, dim=-1)
+    mixed = geometric_mixture_logprobs(*logits, mixture_coef, temperature)
     return float(mixed.gather(-1, torch.tensor(response)[:, None]).sum())

@@ -82,14 +82,14 @@ class Implicit(TokenIdsReward):
     @classmethod
     def example_config(cls) -> ImplicitConfig:
         """Two tiny random models built locally (for the registry's contract test)."""
-        from learners.models import build_tiny_model, cache_dir
+        from core.models import build_tiny_model, cache_dir
 
         return ImplicitConfig(model=str(build_tiny_model(cache_dir() / "tiny-llama-test")),
                               reference=str(build_tiny_model(cache_dir() / "tiny-llama-test-seed1", seed=1)))
 
     def _load(self):
         if self._models is None:
-            from learners.models import load_policy, load_tokenizer, resolve_model_path
+            from core.models import load_policy, load_tokenizer, resolve_model_path
 
             paths = [resolve_model_path(self.cfg.model, "implicit.model"),
                      resolve_model_path(self.cfg.reference, "implicit.reference")]
@@ -99,8 +99,7 @@ class Implicit(TokenIdsReward):
     @torch.no_grad()
     def token_values(self, prompt_ids: list, response_ids: list) -> list[np.ndarray]:
         """β·(log π − log π_ref) of every response token [T_i], in batches of `batch_size`."""
-        from cluster.protocol import pad_left, pad_right
-        from learners.ops import token_logprobs
+        from core.ops import pad_left, pad_right, position_ids, token_logprobs
 
         (policy, reference), tokenizer = self._load()
         out: list[np.ndarray] = []
@@ -113,10 +112,10 @@ class Implicit(TokenIdsReward):
             pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0  # masked anyway
             resp = pad_right(responses, pad)
             mask = pad_right([np.ones(n) for n in lengths], 0, torch.float32, width=resp.shape[1])
-            ids = torch.cat([pad_left(prompts, pad), resp], dim=1)
-            attn = torch.cat([pad_left([np.ones(len(p), dtype=np.int64) for p in prompts], 0), mask.long()], dim=1)
-            positions = (attn.cumsum(-1) - 1).clamp(min=0)
-            logprobs = [token_logprobs(m(input_ids=ids, attention_mask=attn, position_ids=positions, use_cache=False,
+            prompt_ids_t, prompt_mask = pad_left(prompts, pad)
+            ids = torch.cat([prompt_ids_t, resp], dim=1)
+            attn = torch.cat([prompt_mask, mask.long()], dim=1)
+            logprobs = [token_logprobs(m(input_ids=ids, attention_mask=attn, position_ids=position_ids(attn), use_cache=False,
                                          logits_to_keep=resp.shape[1] + 1).logits[:, :-1].float(), resp)
                         for m in (policy, reference)]
             values = implicit_token_rewards(*logprobs, mask, self.cfg.beta)

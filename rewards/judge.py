@@ -10,7 +10,7 @@ functions of text. Each call blocks on the judge: the reward role's `timeout_s` 
 judge answer (two for pairwise), and for `local` the engine start on first use.
 
 A judge answer that does not parse raises `JudgeParseError`. The reward actor's isolation
-(`rewards.compose.IsolatedRunner`) records it as that sample's error (`reward/errors`), so a
+(`rewards.isolation.IsolatedRunner`) records it as that sample's error (`reward/errors`), so a
 malformed answer is never a crash of the run nor a silent 0 passed off as a score. An
 out-of-range score is a parse failure too, not clipped: the judge did not follow the rubric.
 
@@ -234,7 +234,7 @@ class _Judged:
     @classmethod
     def example_config(cls) -> JudgeConfig:
         """A local judge on the tiny random test model, constrained: its answers always parse."""
-        from learners.models import build_tiny_model, cache_dir
+        from core.models import build_tiny_model, cache_dir
 
         model = build_tiny_model(cache_dir() / "tiny-llama-test")
         return cls.Config(backend=LocalJudgeConfig(model_path=str(model), max_model_len=512, max_tokens=48),

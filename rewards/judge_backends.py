@@ -7,13 +7,16 @@ reject or ignore it).
 
 - `endpoint`: any OpenAI-compatible server through the `openai` client (`vllm serve`, a hosted
   API), chat completions at temperature 0 by default, several requests in flight at once.
-- `local`: a vLLM engine inside the reward actor's own process (`actors/judge_engine.py`, which
-  this module imports only when that backend is built: rewards/ imports no vLLM).
+- `local`: a vLLM engine inside the reward actor's own process (`LocalJudgeEngine`), built on the
+  first `complete` call; vLLM is imported only then, so a recipe without a local judge never
+  loads it. Engine start takes tens of seconds (DESIGN.md §8): the reward role's `timeout_s`
+  must cover it, or the first samples are recorded as timeouts while it starts.
 """
 from __future__ import annotations
 
 import concurrent.futures as cf
 import os
+import threading
 from typing import Annotated, Literal, Protocol, Union
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -88,8 +91,37 @@ def _api_key(env: str | None) -> str:
 
 
 def build_backend(cfg: EndpointJudgeConfig | LocalJudgeConfig) -> JudgeBackend:
-    if isinstance(cfg, EndpointJudgeConfig):
-        return EndpointBackend(cfg)
-    from actors.judge_engine import LocalJudgeEngine
+    return EndpointBackend(cfg) if isinstance(cfg, EndpointJudgeConfig) else LocalJudgeEngine(cfg)
 
-    return LocalJudgeEngine(cfg)
+
+class LocalJudgeEngine:
+    def __init__(self, cfg: LocalJudgeConfig):
+        self.cfg = cfg
+        self.llm = None
+        # vLLM's LLM is not thread-safe; the reward actor may call from a fresh thread after a timeout.
+        self._lock = threading.Lock()
+
+    def _build(self):
+        from core.models import configure_vllm_env, resolve_model_path
+
+        configure_vllm_env(self.cfg.kv_cache_gib)
+        from vllm import LLM
+
+        return LLM(model=resolve_model_path(self.cfg.model_path, "judge.model_path"), dtype=self.cfg.dtype,
+                   max_model_len=self.cfg.max_model_len, seed=self.cfg.seed, enforce_eager=True,
+                   gpu_memory_utilization=self.cfg.gpu_memory_utilization)
+
+    def _params(self, regex: str | None):
+        from vllm import SamplingParams
+        from vllm.sampling_params import StructuredOutputsParams
+
+        return SamplingParams(max_tokens=self.cfg.max_tokens, temperature=self.cfg.temperature,
+                              structured_outputs=StructuredOutputsParams(regex=regex) if regex else None)
+
+    def complete(self, prompts: list[str], regex: str | None = None) -> list[str]:
+        with self._lock:
+            if self.llm is None:
+                self.llm = self._build()
+            outputs = self.llm.chat([[{"role": "user", "content": p}] for p in prompts], self._params(regex),
+                                    use_tqdm=False)
+        return [out.outputs[0].text for out in outputs]

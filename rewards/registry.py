@@ -1,33 +1,41 @@
-"""Reward registry: name -> class. A recipe's `rewards:` list names entries of this table."""
-from rewards.answer_format import AnswerFormat
-from rewards.base import Reward
-from rewards.exact_match import ExactMatch
-from rewards.implicit import Implicit
-from rewards.judge import JudgePairwise, JudgeScore
-from rewards.length_penalty import LengthPenalty
-from rewards.math_correct import MathCorrect
-from rewards.overlong import Overlong
-from rewards.regex_match import RegexMatch
-from rewards.remote import Remote
-from rewards.repetition import Repetition
-from rewards.reward_model import RewardModelPreference, RewardModelScore
-from rewards.human_rating import HumanRating
-from rewards.steps import StepArith
+"""Reward registry: name -> class, imported on first use. A recipe's `rewards:` list names entries
+of this table; `rewardflow rewards list` prints it with each reward's taxonomy."""
+from __future__ import annotations
 
-REWARDS: dict[str, type[Reward]] = {
-    "math_correct": MathCorrect,
-    "answer_format": AnswerFormat,
-    "overlong": Overlong,
-    "exact_match": ExactMatch,
-    "regex_match": RegexMatch,
-    "length_penalty": LengthPenalty,
-    "repetition": Repetition,
-    "reward_model": RewardModelScore,
-    "reward_model_preference": RewardModelPreference,
-    "step_arith": StepArith,
-    "implicit": Implicit,
-    "remote": Remote,
-    "judge_score": JudgeScore,
-    "judge_pairwise": JudgePairwise,
-    "human_rating": HumanRating,
-}
+from typing import Any
+
+from pydantic import BaseModel
+
+from core.registry import LazyRegistry
+
+REWARDS = LazyRegistry("reward", {
+    "math_correct": "rewards.math_correct:MathCorrect",
+    "answer_format": "rewards.answer_format:AnswerFormat",
+    "overlong": "rewards.overlong:Overlong",
+    "exact_match": "rewards.exact_match:ExactMatch",
+    "regex_match": "rewards.regex_match:RegexMatch",
+    "length_penalty": "rewards.length_penalty:LengthPenalty",
+    "repetition": "rewards.repetition:Repetition",
+    "reward_model": "rewards.reward_model:RewardModelScore",
+    "reward_model_preference": "rewards.reward_model:RewardModelPreference",
+    "step_arith": "rewards.steps:StepArith",
+    "implicit": "rewards.implicit:Implicit",
+    "remote": "rewards.remote:Remote",
+    "judge_score": "rewards.judge:JudgeScore",
+    "judge_pairwise": "rewards.judge:JudgePairwise",
+    "human_rating": "rewards.human_rating:HumanRating",
+})
+
+
+def known_reward(name: str) -> str:
+    """`name` if registered; else ValueError listing the registered names (pydantic validators)."""
+    if name not in REWARDS:
+        raise ValueError(f"unknown reward {name!r}; known: {REWARDS.known()}")
+    return name
+
+
+def reward_args(name: str | None, args: Any):
+    """A reward's `args` validated by its own config class (None: the defaults)."""
+    if name is None or name not in REWARDS or isinstance(args, BaseModel):
+        return args
+    return REWARDS[name].Config(**(args or {}))

@@ -1,4 +1,4 @@
-"""Client reward for a reward hosted by `rewardflow serve-reward` (cluster/reward_server.py).
+"""Client reward for a reward hosted by `rewardflow serve-reward` (apps/reward_server.py).
 
 The wire format of that service lives here too, so the server and this client share one schema:
 
@@ -18,7 +18,6 @@ import os
 import time
 from typing import Any
 
-import httpx
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from rewards.base import Basis, Expression, Format, Granularity, Reward, RewardConfig, Sample, Taxonomy
@@ -120,12 +119,13 @@ class Remote(Reward):
 
     @classmethod
     def example_config(cls) -> RemoteConfig:
-        """Points at `math_correct` served without a token from a thread of this process."""
-        from cluster.reward_server import example_server_url
-
-        return RemoteConfig(url=example_server_url())
+        """There is no example without a running service: the contract test starts one
+        (`rewardflow serve-reward` in a thread) and builds this reward against it."""
+        raise NotImplementedError("remote: an example needs a running `rewardflow serve-reward`")
 
     def __init__(self, cfg: RemoteConfig):
+        import httpx  # only a remote reward needs an HTTP client
+
         super().__init__(cfg)
         token = os.environ.get(cfg.token_env)
         headers = {"Authorization": f"Bearer {token}"} if token else {}
@@ -160,6 +160,8 @@ class Remote(Reward):
         return BatchValues(values=values, errors=errors)
 
     def _request(self, method: str, path: str, body: dict | None = None) -> Any:
+        import httpx
+
         cfg = self.cfg
         for attempt in range(cfg.retries + 1):
             try:
@@ -189,7 +191,8 @@ def _single(batch: BatchValues) -> float:
     return batch.values[0]
 
 
-def _detail(resp: httpx.Response) -> str:
+def _detail(resp) -> str:
+    """The `detail` of an error answer (an httpx.Response), as text."""
     try:
         body = resp.json()
     except ValueError:

@@ -154,7 +154,7 @@ class _ModelBacked:
     @classmethod
     def example_config(cls) -> RewardModelConfig:
         """A tiny random reward model built locally (for the registry's contract test)."""
-        from learners.models import build_tiny_reward_model, cache_dir
+        from core.models import build_tiny_reward_model, cache_dir
 
         return RewardModelConfig(path=str(build_tiny_reward_model(cache_dir() / "tiny-reward-model-test")))
 

@@ -26,6 +26,7 @@ from typing import Literal
 import numpy as np
 from pydantic import model_validator
 
+from core.data import OPS
 from rewards.base import Basis, Expression, Format, Granularity, Reward, RewardConfig, Sample, Taxonomy
 
 SplitMode = Literal["blank_lines", "newline", "regex"]
@@ -178,9 +179,14 @@ class StepReward(Reward):
 
 _NUM = r"-?\d+(?:\.\d+)?"
 _EQUATION = re.compile(rf"(?<![\d.])({_NUM})\s*([-+*/×÷−])\s*({_NUM})\s*=\s*({_NUM})")
-_OPS = {"+": lambda a, b: a + b, "-": lambda a, b: a - b, "−": lambda a, b: a - b,
-        "*": lambda a, b: a * b, "×": lambda a, b: a * b,
-        "/": lambda a, b: a / b if b else None, "÷": lambda a, b: a / b if b else None}
+
+
+def _divide(a: Fraction, b: Fraction) -> Fraction | None:
+    return a / b if b else None
+
+
+# The task's operators plus the spellings and division a written step may use.
+_OPS = {**OPS, "−": OPS["-"], "×": OPS["*"], "/": _divide, "÷": _divide}
 
 
 def equations_hold(step: str) -> bool | None:

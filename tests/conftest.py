@@ -15,13 +15,13 @@ def _repo_root_cwd():
 
 @pytest.fixture(scope="session")
 def tiny_model_path() -> str:
-    from learners.models import build_tiny_model, cache_dir
+    from core.models import build_tiny_model, cache_dir
 
     return str(build_tiny_model(cache_dir() / "tiny-llama-test"))
 
 
 @pytest.fixture(scope="session")
 def tokenizer():
-    from learners.models import ensure_tokenizer, load_tokenizer
+    from core.models import ensure_tokenizer, load_tokenizer
 
     return load_tokenizer(str(ensure_tokenizer()))

@@ -11,7 +11,8 @@ from typing import ClassVar
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from cluster.protocol import Rollouts, Scores, TrainBatch, pad_right
+from core.ops import pad_right
+from core.protocol import Rollouts, RolloutTensors, Scores, TrainBatch
 from learners.advantages import kl_penalized_token_rewards
 from learners.losses import Normaliser, aggregate, clipped_surrogate, kl_k3
 
@@ -45,6 +46,9 @@ class Needs:
     mixture_coef: float = 0.5  # weight of the reference in the sampled mixture
     judge: bool = False
     old_logprobs: bool = False  # the learner recomputes π_old before updating (tis_cap)
+    # One greedy response per prompt beside the sampled ones (`Rollouts.greedy`), scored like
+    # them; `prepare` uses it (e.g. as a baseline) and leaves it out of the batch.
+    greedy_sample: bool = False
 
 
 class Algorithm:
@@ -67,9 +71,10 @@ class Algorithm:
         return num_prompts * self.needs().samples_per_prompt
 
     def prepare(
-        self, rollouts: Rollouts, scores: Scores, tensors: dict[str, torch.Tensor]
+        self, rollouts: Rollouts, scores: Scores, tensors: RolloutTensors
     ) -> tuple[TrainBatch, dict[str, float]]:
-        """Driver side: turn scored rollouts (+ reference logprobs in `tensors`) into a batch."""
+        """Driver side: turn scored rollouts and their tensors (with the reference logprobs and
+        critic values the algorithm declared it needs) into the learner's batch."""
         raise NotImplementedError
 
     def normaliser(self, batch: TrainBatch, max_new_tokens: int) -> Normaliser:
@@ -103,11 +108,11 @@ def clipped_policy_loss(
     Without `tis_cap`: ρ = π/π_rollout (the behaviour policy that sampled the tokens).
     With it (decoupled PPO, Hilton et al. 2021, truncated as in Yao et al. 2025 "Your efficient
     RL framework secretly brings you off-policy RL training"): ρ = π/π_old with π_old the
-    learner's logprobs before the update (`batch.extras["old_logprobs"]`), and each token's
+    learner's logprobs before the update (`batch.old_logprobs`), and each token's
     surrogate weighted by w = min(π_old/π_rollout, tis_cap) (no gradient through w).
     """
     mask = batch.response_mask
-    old = batch.extras["old_logprobs"] if tis_cap is not None else batch.rollout_logprobs
+    old = batch.old_logprobs if tis_cap is not None else batch.rollout_logprobs
     pg, clipped = clipped_surrogate(logprobs, old, batch.advantages, clip_low=clip_low, clip_high=clip_high)
     metrics = {}
     if tis_cap is not None:
@@ -124,7 +129,7 @@ def clipped_policy_loss(
     return aggregate(per_token, mask, loss_agg, norm), metrics
 
 
-def token_level_rewards(scores: Scores, tensors: dict[str, torch.Tensor], kl_coef: float,
+def token_level_rewards(scores: Scores, tensors: RolloutTensors, kl_coef: float,
                         values: torch.Tensor | None = None) -> torch.Tensor:
     """Per-token rewards [B, T] for token-level advantage estimators (PPO, REINFORCE++).
 
@@ -132,13 +137,12 @@ def token_level_rewards(scores: Scores, tensors: dict[str, torch.Tensor], kl_coe
 
     tok: `scores.token_rewards` when step / token rewards ran (they sum to `scores.values`),
     else 0; v: the sequence rewards [B] (default `scores.values`; an algorithm may pass them
-    shifted by a baseline). The KL term needs `ref_logprobs` in `tensors` (else it is skipped).
+    shifted by a baseline). The KL term needs `tensors.ref_logprobs` (else it is skipped).
     """
-    mask = tensors["response_mask"]
+    mask = tensors.response_mask
     seq = torch.as_tensor(scores.values, dtype=torch.float32) if values is None else values
     if scores.token_rewards is None:
-        return kl_penalized_token_rewards(seq, tensors["rollout_logprobs"], tensors.get("ref_logprobs"), mask, kl_coef)
+        return kl_penalized_token_rewards(seq, tensors.rollout_logprobs, tensors.ref_logprobs, mask, kl_coef)
     tokens = pad_right(scores.token_rewards, 0.0, torch.float32, width=mask.shape[1]) * mask
     rest = seq - tokens.sum(-1)
-    return tokens + kl_penalized_token_rewards(rest, tensors["rollout_logprobs"], tensors.get("ref_logprobs"),
-                                               mask, kl_coef)
+    return tokens + kl_penalized_token_rewards(rest, tensors.rollout_logprobs, tensors.ref_logprobs, mask, kl_coef)

@@ -11,7 +11,7 @@ from typing import Literal
 import torch
 from pydantic import Field
 
-from cluster.protocol import Rollouts, Scores, TrainBatch
+from core.protocol import Rollouts, RolloutTensors, Scores, TrainBatch
 from learners.advantages import group_normalized_advantages
 from learners.algos.base import Algorithm, Needs, PolicyGradientConfig, clipped_policy_loss
 from learners.losses import Normaliser
@@ -38,11 +38,11 @@ class GRPO(Algorithm):
         """Sequence-level advantages [N]; the one thing group-baseline variants override."""
         return group_normalized_advantages(rewards, group_ids, scale=self.cfg.adv_scale)
 
-    def prepare(self, rollouts: Rollouts, scores: Scores, tensors: dict[str, torch.Tensor]):
+    def prepare(self, rollouts: Rollouts, scores: Scores, tensors: RolloutTensors):
         rewards = torch.as_tensor(scores.values, dtype=torch.float32)
         group_ids = torch.as_tensor(rollouts.group_ids)
         advantages = self.advantages(rewards, group_ids)
-        batch = TrainBatch(advantages=advantages, **tensors)
+        batch = tensors.batch(advantages)
         # Groups whose samples all got the same reward carry no signal.
         _, inverse = torch.unique(group_ids, return_inverse=True)
         empty = torch.zeros(int(inverse.max()) + 1)

@@ -8,16 +8,22 @@ Only the policy samples are trained on; the mixture samples serve as the opponen
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
 import torch
 from pydantic import Field
 
-from cluster.protocol import Rollouts, Scores, TrainBatch
+from core.protocol import BatchExtras, Rollouts, RolloutTensors, Scores, TrainBatch, pair_rows
 from learners.algos.base import AlgoConfig, Algorithm, Needs
-from learners.algos.online_dpo import pair_preferences, pair_rows
+from learners.algos.online_dpo import pair_preferences
 from learners.losses import Normaliser, nash_md_loss, sequence_logprobs
+
+
+@dataclass(frozen=True)
+class NashMDExtras(BatchExtras):
+    preference: torch.Tensor  # [B] P(policy sample ≻ mixture sample)
 
 
 class NashMDConfig(AlgoConfig):
@@ -44,20 +50,19 @@ class NashMD(Algorithm):
     def train_rows(self, num_prompts: int) -> int:
         return num_prompts
 
-    def prepare(self, rollouts: Rollouts, scores: Scores, tensors: dict[str, torch.Tensor]):
+    def prepare(self, rollouts: Rollouts, scores: Scores, tensors: RolloutTensors):
         """Keep the policy sample of each pair (the first: see `RolloutActor.generate`)."""
         rows = pair_rows(np.asarray(rollouts.group_ids))
         prefs = torch.as_tensor(pair_preferences(scores, rows), dtype=torch.float32)
         keep = torch.as_tensor(rows[:, 0])
-        batch = TrainBatch(advantages=torch.zeros(len(keep)), extras={"preference": prefs},
-                           **{k: v[keep] for k, v in tensors.items()})
+        batch = tensors.select(keep).batch(torch.zeros(len(keep)), NashMDExtras(preference=prefs))
         return batch, {"train/win_rate_vs_mixture": float(prefs.mean())}
 
     def loss(self, batch: TrainBatch, logprobs: torch.Tensor, norm: Normaliser):
         mask = batch.response_mask
         seq = sequence_logprobs(logprobs, mask)
         ref = sequence_logprobs(batch.ref_logprobs, mask)
-        loss = nash_md_loss(seq, ref, batch.extras["preference"], self.cfg.beta).sum() / max(norm.num_seqs, 1)
+        loss = nash_md_loss(seq, ref, batch.extras.preference, self.cfg.beta).sum() / max(norm.num_seqs, 1)
         with torch.no_grad():
             kl = (seq - ref).sum() / max(norm.num_tokens, 1)
         return loss, {"loss/policy": loss.detach(), "train/kl": kl}

@@ -15,24 +15,16 @@ not depend on the data.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
 import torch
 from pydantic import Field
 
-from cluster.protocol import Rollouts, Scores, TrainBatch
+from core.protocol import BatchExtras, Rollouts, RolloutTensors, Scores, TrainBatch, pair_rows
 from learners.algos.base import AlgoConfig, Algorithm, Needs
 from learners.losses import Normaliser, preference_loss, sequence_logprobs
-
-
-def pair_rows(group_ids: np.ndarray) -> np.ndarray:
-    """[G, 2] row indices of each group's two samples, groups in order of first appearance."""
-    order = np.argsort(group_ids, kind="stable")
-    counts = np.bincount(group_ids)
-    if counts[counts > 0].min() != 2 or counts[counts > 0].max() != 2:
-        raise ValueError(f"pair algorithms need exactly 2 samples per prompt, got group sizes {set(counts[counts > 0])}")
-    return order.reshape(-1, 2)
 
 
 def pair_preferences(scores: Scores, rows: np.ndarray) -> np.ndarray:
@@ -42,6 +34,11 @@ def pair_preferences(scores: Scores, rows: np.ndarray) -> np.ndarray:
         return np.asarray(scores.preferences, dtype=np.float64)
     first, second = scores.values[rows[:, 0]], scores.values[rows[:, 1]]
     return np.where(first > second, 1.0, np.where(first < second, 0.0, 0.5))
+
+
+@dataclass(frozen=True)
+class PairExtras(BatchExtras):
+    pair_weight: torch.Tensor  # [B] 1 for both rows of a decided pair, 0 for a tie
 
 
 class OnlineDPOConfig(AlgoConfig):
@@ -73,7 +70,7 @@ class OnlineDPO(Algorithm):
                      mixture_sampling=self.cfg.mixture_coef is not None,
                      mixture_coef=self.cfg.mixture_coef or 0.0)
 
-    def prepare(self, rollouts: Rollouts, scores: Scores, tensors: dict[str, torch.Tensor]):
+    def prepare(self, rollouts: Rollouts, scores: Scores, tensors: RolloutTensors):
         """Rows reordered as (chosen, rejected) pairs; `pair_weight` is 0 for ties."""
         rows = pair_rows(np.asarray(rollouts.group_ids))
         prefs = pair_preferences(scores, rows)
@@ -82,12 +79,11 @@ class OnlineDPO(Algorithm):
         rejected = np.where(first_wins, rows[:, 1], rows[:, 0])
         order = torch.as_tensor(np.stack([chosen, rejected], axis=1).reshape(-1))
         weight = torch.as_tensor(np.repeat(prefs != 0.5, 2), dtype=torch.float32)
-        batch = TrainBatch(advantages=torch.zeros(len(order)), extras={"pair_weight": weight},
-                           **{k: v[order] for k, v in tensors.items()})
+        batch = tensors.select(order).batch(torch.zeros(len(order)), PairExtras(pair_weight=weight))
         return batch, {"train/decided_pair_frac": float((prefs != 0.5).mean())}
 
     def normaliser(self, batch: TrainBatch, max_new_tokens: int) -> Normaliser:
-        decided = int(batch.extras["pair_weight"][0::2].sum().item())
+        decided = int(batch.extras.pair_weight[0::2].sum().item())
         return Normaliser(num_tokens=int(batch.response_mask.sum().item()), num_seqs=decided,
                           constant=float(max_new_tokens))
 
@@ -96,7 +92,7 @@ class OnlineDPO(Algorithm):
         seq = sequence_logprobs(logprobs, mask)
         ref = sequence_logprobs(batch.ref_logprobs, mask)
         per_pair = preference_loss(seq[0::2], seq[1::2], ref[0::2], ref[1::2], self.cfg.beta, self.cfg.loss)
-        weight = batch.extras["pair_weight"][0::2]
+        weight = batch.extras.pair_weight[0::2]
         n = max(norm.num_seqs, 1)
         with torch.no_grad():
             margin = self.cfg.beta * ((seq[0::2] - ref[0::2]) - (seq[1::2] - ref[1::2]))

@@ -9,16 +9,17 @@ critic:  clipped value loss ½·max((V − R)², (clip(V, V_old ± ε_v) − R)�
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Literal
 
 import torch
 from pydantic import Field
 
-from cluster.protocol import Rollouts, Scores, TrainBatch
+from core.ops import masked_mean
+from core.protocol import BatchExtras, Rollouts, RolloutTensors, Scores, TrainBatch
 from learners.advantages import gae, whiten
 from learners.algos.base import Algorithm, Needs, PolicyGradientConfig, clipped_policy_loss, token_level_rewards
 from learners.losses import Normaliser, aggregate, clipped_value_loss
-from learners.ops import masked_mean
 
 
 class PPOConfig(PolicyGradientConfig):
@@ -35,6 +36,12 @@ class PPOConfig(PolicyGradientConfig):
     loss_agg: Literal["token_mean", "seq_mean", "constant"] = "token_mean"
 
 
+@dataclass(frozen=True)
+class PPOExtras(BatchExtras):
+    returns: torch.Tensor  # [B, R] GAE returns: the critic's regression target
+    old_values: torch.Tensor  # [B, R] V(s_t) before the update (value clipping)
+
+
 class PPO(Algorithm):
     Config = PPOConfig
     cfg: PPOConfig
@@ -43,16 +50,16 @@ class PPO(Algorithm):
         return Needs(samples_per_prompt=self.cfg.samples_per_prompt, reference=self.cfg.kl_coef > 0, critic=True,
                      old_logprobs=self.cfg.tis_cap is not None)
 
-    def prepare(self, rollouts: Rollouts, scores: Scores, tensors: dict[str, torch.Tensor]):
+    def prepare(self, rollouts: Rollouts, scores: Scores, tensors: RolloutTensors):
         cfg = self.cfg
-        mask = tensors["response_mask"]
-        values = tensors.pop("values") * mask
+        mask = tensors.response_mask
+        values = tensors.values * mask
         in_reward = cfg.kl_mode == "reward" and cfg.kl_coef > 0
         token_rewards = token_level_rewards(scores, tensors, cfg.kl_coef if in_reward else 0.0)
         advantages, returns = gae(token_rewards, values, mask, cfg.gamma, cfg.lam)
         if cfg.whiten_advantages:
             advantages = whiten(advantages, mask)
-        batch = TrainBatch(advantages=advantages, extras={"returns": returns, "old_values": values}, **tensors)
+        batch = tensors.batch(advantages, PPOExtras(returns=returns, old_values=values))
         return batch, {"train/values": float(masked_mean(values, mask)),
                        "train/returns": float(masked_mean(returns, mask))}
 
@@ -64,7 +71,7 @@ class PPO(Algorithm):
 
     def critic_loss(self, batch: TrainBatch, values: torch.Tensor, norm: Normaliser):
         mask = batch.response_mask
-        per_token, clipped = clipped_value_loss(values, batch.extras["old_values"], batch.extras["returns"],
+        per_token, clipped = clipped_value_loss(values, batch.extras.old_values, batch.extras.returns,
                                                 self.cfg.value_clip)
         loss = aggregate(per_token, mask, "token_mean", norm)
         return loss, {"loss/value": loss.detach(),

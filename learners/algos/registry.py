@@ -1,23 +1,21 @@
-"""Algorithm registry: name -> class (its `Config` is the recipe's `algo` section)."""
-from learners.algos.base import Algorithm
-from learners.algos.grpo import GRPO
-from learners.algos.nash_md import NashMD
-from learners.algos.online_dpo import IPOMD, OnlineDPO, OnlineIPO
-from learners.algos.ppo import PPO
-from learners.algos.reinforce_pp import ReinforcePP
-from learners.algos.rloo import RLOO
+"""Algorithm registry: name -> class (its `Config` is the recipe's `algo` section), imported on
+first use. Adding an algorithm is one line here."""
+from __future__ import annotations
 
-ALGORITHMS: dict[str, type[Algorithm]] = {
-    "grpo": GRPO,
-    "rloo": RLOO,
-    "ppo": PPO,
-    "reinforce_pp": ReinforcePP,
-    "online_dpo": OnlineDPO,
-    "online_ipo": OnlineIPO,
-    "ipo_md": IPOMD,
-    "nash_md": NashMD,
-}
+from core.registry import LazyRegistry
+
+ALGORITHMS = LazyRegistry("algorithm", {
+    "grpo": "learners.algos.grpo:GRPO",
+    "rloo": "learners.algos.rloo:RLOO",
+    "ppo": "learners.algos.ppo:PPO",
+    "reinforce_pp": "learners.algos.reinforce_pp:ReinforcePP",
+    "online_dpo": "learners.algos.online_dpo:OnlineDPO",
+    "online_ipo": "learners.algos.online_dpo:OnlineIPO",
+    "ipo_md": "learners.algos.online_dpo:IPOMD",
+    "nash_md": "learners.algos.nash_md:NashMD",
+})
 
 
-def build_algorithm(cfg) -> Algorithm:
+def build_algorithm(cfg):
+    """The algorithm named by an `algo` config section, built from it."""
     return ALGORITHMS[cfg.name](cfg)

@@ -13,7 +13,7 @@ from typing import Literal
 import torch
 from pydantic import Field
 
-from cluster.protocol import Rollouts, Scores, TrainBatch
+from core.protocol import Rollouts, RolloutTensors, Scores, TrainBatch
 from learners.advantages import discounted_returns, group_normalized_advantages, whiten
 from learners.algos.base import Algorithm, Needs, PolicyGradientConfig, clipped_policy_loss, token_level_rewards
 from learners.losses import Normaliser
@@ -36,15 +36,15 @@ class ReinforcePP(Algorithm):
         return Needs(samples_per_prompt=self.cfg.samples_per_prompt, reference=self.cfg.kl_coef > 0,
                      old_logprobs=self.cfg.tis_cap is not None)
 
-    def prepare(self, rollouts: Rollouts, scores: Scores, tensors: dict[str, torch.Tensor]):
+    def prepare(self, rollouts: Rollouts, scores: Scores, tensors: RolloutTensors):
         cfg = self.cfg
-        mask = tensors["response_mask"]
+        mask = tensors.response_mask
         seq = torch.as_tensor(scores.values, dtype=torch.float32)
         if cfg.baseline == "group":
             seq = group_normalized_advantages(seq, torch.as_tensor(rollouts.group_ids), scale="none")
         token_rewards = token_level_rewards(scores, tensors, cfg.kl_coef, values=seq)
         advantages = whiten(discounted_returns(token_rewards, mask, cfg.gamma), mask)
-        return TrainBatch(advantages=advantages, **tensors), {}
+        return tensors.batch(advantages), {}
 
     def loss(self, batch: TrainBatch, logprobs: torch.Tensor, norm: Normaliser):
         return clipped_policy_loss(batch, logprobs, norm, self.cfg.clip_eps, self.cfg.clip_eps, 0.0,

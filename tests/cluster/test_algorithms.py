@@ -3,7 +3,7 @@ import math
 
 import pytest
 
-from cluster.config import load_recipe
+from cluster.recipe import load_recipe
 
 pytestmark = pytest.mark.cluster
 
@@ -54,7 +54,7 @@ def test_recipe_runs_two_steps(recipe, tiny_model_path, tmp_path):
 
 @pytest.fixture(scope="module")
 def tiny_reward_model() -> str:
-    from learners.models import build_tiny_reward_model, cache_dir
+    from core.models import build_tiny_reward_model, cache_dir
 
     return str(build_tiny_reward_model(cache_dir() / "tiny-reward-model-test"))
 

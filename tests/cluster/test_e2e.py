@@ -5,9 +5,9 @@ import math
 import pytest
 
 from actors.rollout import PROBE_IDS
-from cluster.config import load_recipe
+from cluster.recipe import load_recipe
 from learners.engine import probe_logprob_sum
-from learners.models import load_policy
+from core.models import load_policy
 
 pytestmark = pytest.mark.cluster
 

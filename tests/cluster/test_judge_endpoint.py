@@ -20,7 +20,7 @@ import urllib.request
 import pytest
 
 from rewards.base import Sample
-from rewards.compose import IsolatedRunner, score_terms
+from rewards.isolation import IsolatedRunner, score_terms
 from rewards.judge import JudgePairwise, JudgePairwiseConfig, JudgeParseError, JudgeScore, JudgeScoreConfig
 
 pytestmark = pytest.mark.cluster

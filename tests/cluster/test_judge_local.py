@@ -4,7 +4,7 @@ assertions are about mechanics, as in test_judge_endpoint.py)."""
 import pytest
 
 from rewards.base import Sample
-from rewards.compose import IsolatedRunner, score_terms
+from rewards.isolation import IsolatedRunner, score_terms
 from rewards.judge import JudgePairwise, JudgePairwiseConfig, JudgeParseError, JudgeScore, JudgeScoreConfig
 from tests.cluster.test_judge_endpoint import SAMPLES
 

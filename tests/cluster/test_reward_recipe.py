@@ -3,7 +3,7 @@ import math
 
 import pytest
 
-from cluster.config import load_recipe
+from cluster.recipe import load_recipe
 from tests.cluster.test_algorithms import algo_overrides
 
 pytestmark = pytest.mark.cluster
@@ -32,7 +32,7 @@ def test_implicit_reward_term_gives_reinforce_pp_dense_token_rewards(tiny_model_
     """`implicit` as the only term: the reward actor runs π and π_ref over the sampled ids; the
     sequence value is the sum of the per-token values REINFORCE++ trains on."""
     from cluster.launch import train
-    from learners.models import build_tiny_model, cache_dir
+    from core.models import build_tiny_model, cache_dir
 
     ref = build_tiny_model(cache_dir() / "tiny-llama-test-seed1", seed=1)
     overrides = [o for o in algo_overrides(tiny_model_path, tmp_path) if not o.startswith("rewards=")]

@@ -17,7 +17,7 @@ pytestmark = pytest.mark.cluster
 
 def test_train_rm_writes_summary_and_a_scorable_checkpoint(tiny_model_path, tmp_path):
     out = tmp_path / "rm"
-    cmd = [sys.executable, "-m", "cluster.cli", "train-rm", "recipes/rm_arith.yaml",
+    cmd = [sys.executable, "-m", "apps.cli", "train-rm", "recipes/rm_arith.yaml",
            f"model.path={tiny_model_path}", f"output_dir={out}", "data.arithmetic.task.train_size=8",
            "data.arithmetic.task.eval_size=3", "data.arithmetic.pairs_per_problem=1", "batch_size=4",
            "epochs=1", "lr=1e-3", "max_length=64", "zero_stage=2", "learner.num_workers=2",

@@ -8,7 +8,7 @@ import pytest
 
 def _run(*args):
     env = {**os.environ, "WANDB_MODE": "disabled"}
-    return subprocess.run([sys.executable, "-m", "cluster.cli", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "apps.cli", *args], capture_output=True, text=True,
                           env=env, timeout=120)
 
 

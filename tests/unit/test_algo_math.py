@@ -301,15 +301,18 @@ def test_sample_mixture_token_frequencies(temperature, expected):
     # 40,000 draws: the std of a frequency is ≤ √(.25/40000) = .0025; atol .01 is 4σ
     n = 40_000
     gen = torch.Generator().manual_seed(0)
-    tokens = sample_mixture_token(PI.log().expand(n, 3), PI_REF.log().expand(n, 3), 0.5, temperature, gen)
+    tokens, logprobs = sample_mixture_token(PI.log().expand(n, 3), PI_REF.log().expand(n, 3), 0.5, temperature, gen)
     assert tokens.shape == (n,) and tokens.dtype == torch.int64
     assert_close(torch.bincount(tokens, minlength=3) / n, expected, rtol=0, atol=0.01)
+    # each draw's logprob is log π_mix(token) at that temperature
+    assert_close(logprobs, expected.log()[tokens], rtol=0, atol=1e-5)
 
 
 def test_sample_mixture_token_greedy_and_reproducible():
     # T = 0: argmax of the mixture [.348, .270, .382] -> token 2
     logits, ref = PI.log().expand(4, 3), PI_REF.log().expand(4, 3)
-    assert sample_mixture_token(logits, ref, 0.5, 0.0).tolist() == [2, 2, 2, 2]
-    a = sample_mixture_token(logits, ref, 0.5, 1.0, torch.Generator().manual_seed(7))
-    b = sample_mixture_token(logits, ref, 0.5, 1.0, torch.Generator().manual_seed(7))
+    tokens, logprobs = sample_mixture_token(logits, ref, 0.5, 0.0)
+    assert tokens.tolist() == [2, 2, 2, 2] and logprobs.tolist() == [0.0] * 4
+    a, _ = sample_mixture_token(logits, ref, 0.5, 1.0, torch.Generator().manual_seed(7))
+    b, _ = sample_mixture_token(logits, ref, 0.5, 1.0, torch.Generator().manual_seed(7))
     assert a.tolist() == b.tolist()

@@ -4,7 +4,7 @@ import json
 import pytest
 
 from cluster.checkpoint import begin, commit, complete_checkpoints, resolve_resume
-from cluster.config import ConfigError, load_recipe
+from cluster.recipe import ConfigError, load_recipe
 
 
 def _cfg(tmp_path, *overrides):

@@ -1,6 +1,6 @@
 import pytest
 
-from cluster.config import ConfigError, load_recipe
+from cluster.recipe import ConfigError, load_recipe
 
 RECIPE = "recipes/grpo_arith.yaml"
 
@@ -75,8 +75,8 @@ def test_pairwise_reward_needs_a_pair_algorithm():
             "model: m, api_key_env: null}}}]")
     with pytest.raises(ConfigError) as err:
         load_recipe(RECIPE, [term])
-    assert str(err.value) == ("rewards.0.name: judge_pairwise compares two responses; only pair algorithms "
-                              "(ipo_md, nash_md, online_dpo, online_ipo) use pairwise rewards")
+    assert str(err.value) == ("rewards.0.name: judge_pairwise compares two responses; algo.name=grpo trains on "
+                              "single samples (only algorithms that train on pairs use pairwise rewards)")
     assert load_recipe(RECIPE, [term, "algo={name: online_dpo}"]).rewards[0].name == "judge_pairwise"
 
 

@@ -2,8 +2,9 @@ import json
 
 import pytest
 
-from cluster.config import ArithmeticConfig, ConfigError, FileTaskConfig, TaskConfig
-from cluster.data import PromptStream, arithmetic_rows, file_rows, render_prompts
+from core.config import ConfigError
+from core.data import ArithmeticConfig, FileTaskConfig, TaskConfig
+from core.data import PromptStream, arithmetic_rows, file_rows, render_prompts
 
 
 def test_arithmetic_splits_are_seeded_and_disjoint():

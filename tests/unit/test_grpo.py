@@ -2,7 +2,7 @@ import numpy as np
 import torch
 from torch.testing import assert_close
 
-from cluster.protocol import Rollouts, Scores, TrainBatch
+from core.protocol import Rollouts, RolloutTensors, Scores, TrainBatch
 from learners.algos.grpo import GRPO, GRPOConfig
 from learners.losses import Normaliser
 
@@ -11,8 +11,8 @@ def test_prepare_builds_group_advantages_and_counts_flat_groups():
     rollouts = Rollouts(prompt_ids=[], response_ids=[], rollout_logprobs=[], response_texts=[],
                         finish_reasons=[], group_ids=np.array([0, 0, 1, 1]), policy_versions=np.zeros(4),
                         prompt_texts=[], answers=[])
-    tensors = {"input_ids": torch.zeros(4, 3, dtype=torch.long), "attention_mask": torch.ones(4, 3, dtype=torch.long),
-               "response_mask": torch.ones(4, 2), "rollout_logprobs": torch.zeros(4, 2)}
+    tensors = RolloutTensors(input_ids=torch.zeros(4, 3, dtype=torch.long), attention_mask=torch.ones(4, 3, dtype=torch.long),
+                             response_mask=torch.ones(4, 2), rollout_logprobs=torch.zeros(4, 2))
     batch, metrics = GRPO(GRPOConfig(adv_scale="none")).prepare(rollouts, Scores(np.array([1.0, 0, 1, 1]), {}, [None] * 4), tensors)
     # group 0: [1, 0] - .5 = [.5, -.5]; group 1: [1, 1] - 1 = [0, 0] (all solved: no signal)
     assert_close(batch.advantages, torch.tensor([0.5, -0.5, 0.0, 0.0]))

@@ -5,9 +5,9 @@ import re
 import pytest
 from pydantic import ValidationError
 
-from cluster.config import RewardTermConfig
+from cluster.recipe import RewardTermConfig
 from rewards.base import Sample
-from rewards.compose import IsolatedRunner, score_terms
+from rewards.isolation import IsolatedRunner, score_terms
 from rewards.judge import (JudgePairwise, JudgePairwiseConfig, JudgeParseError, JudgeScore, JudgeScoreConfig,
                            Verdict, debiased_preference, parse_score, parse_verdict, score_regex, user_request,
                            verdict_regex)
@@ -115,7 +115,7 @@ SMOL_SYSTEM = "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, 
 
 
 @pytest.mark.parametrize("prompt,expected", [
-    # SmolLM2's chat template output for one user message (as cluster.data renders task prompts)
+    # SmolLM2's chat template output for one user message (as core.data renders task prompts)
     (SMOL_SYSTEM + "<|im_start|>user\nWhat is 3 + 4?\nAnswer with a number.<|im_end|>\n<|im_start|>assistant\n",
      "What is 3 + 4?\nAnswer with a number."),
     ("<|im_start|>user\nQ1<|im_end|>\n<|im_start|>assistant\nA1<|im_end|>\n<|im_start|>user\nQ2<|im_end|>\n"

@@ -7,7 +7,7 @@ from torch.testing import assert_close
 
 from learners.advantages import group_normalized_advantages
 from learners.losses import Normaliser, aggregate, clipped_surrogate, kl_k3
-from learners.ops import entropy_from_logits, masked_mean, token_logprobs
+from core.ops import entropy_from_logits, masked_mean, token_logprobs
 
 
 def test_group_advantages_std():

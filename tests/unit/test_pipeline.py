@@ -15,11 +15,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cluster.config import load_recipe
+from cluster.recipe import load_recipe
 from cluster.controller import Controller, Roles
-from cluster.data import PromptStream
+from core.data import PromptStream
 from cluster.pipeline import RolloutPipeline, check_staleness
-from cluster.protocol import Prompts, Rollouts, Scores, TermScores
+from core.protocol import Prompts, Rollouts, Scores, TermScores
 from learners.algos.registry import build_algorithm
 
 

@@ -1,7 +1,9 @@
+from dataclasses import replace
+
 import numpy as np
 import torch
 
-from cluster.protocol import Rollouts, rollouts_to_tensors
+from core.protocol import Rollouts, RolloutTensors
 
 
 def _rollouts():
@@ -16,11 +18,25 @@ def _rollouts():
 
 
 def test_padding_layout_left_prompts_right_responses():
-    t = rollouts_to_tensors(_rollouts(), pad_id=0)
-    assert t["input_ids"].tolist() == [[5, 6, 7, 1, 2, 0], [0, 0, 8, 3, 4, 9]]
-    assert t["attention_mask"].tolist() == [[1, 1, 1, 1, 1, 0], [0, 0, 1, 1, 1, 1]]
-    assert t["response_mask"].tolist() == [[1, 1, 0], [1, 1, 1]]
-    torch.testing.assert_close(t["rollout_logprobs"], torch.tensor([[-0.5, -0.25, 0.0], [-1.0, -2.0, -3.0]]))
+    t = RolloutTensors.from_rollouts(_rollouts(), pad_id=0)
+    assert t.input_ids.tolist() == [[5, 6, 7, 1, 2, 0], [0, 0, 8, 3, 4, 9]]
+    assert t.attention_mask.tolist() == [[1, 1, 1, 1, 1, 0], [0, 0, 1, 1, 1, 1]]
+    assert t.response_mask.tolist() == [[1, 1, 0], [1, 1, 1]]
+    torch.testing.assert_close(t.rollout_logprobs, torch.tensor([[-0.5, -0.25, 0.0], [-1.0, -2.0, -3.0]]))
+    assert t.ref_logprobs is None and t.values is None
+    # the forward phases add to a new object; the batch carries the reference logprobs along
+    ref = torch.full((2, 3), -1.0)
+    batch = replace(t, ref_logprobs=ref).batch(torch.tensor([0.5, -0.5]))
+    assert batch.ref_logprobs is ref and t.ref_logprobs is None and batch.prompt_len == 3
+
+
+def test_select_takes_rows_of_every_column():
+    r = _rollouts()
+    assert r.select([1]).response_texts == ["b"] and r.select([1]).policy_versions.tolist() == [2]
+    assert r.select(slice(0, 1)).finish_reasons == ["stop"] and r.select([]).greedy is None
+    flagged = replace(r, greedy=np.array([False, True]))
+    assert flagged.select([1, 0]).greedy.tolist() == [True, False]
+    assert Rollouts.concat([r, flagged], [0, 1]).greedy.tolist() == [False, False, False, True]
 
 
 def test_concat_offsets_group_ids():

@@ -11,7 +11,6 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-import torch
 from pydantic import ValidationError
 
 from rewards.base import Basis, Expression, Format, Granularity, PairwiseReward, Sample, Taxonomy
@@ -31,10 +30,21 @@ def _registry():
             for name, cls in REWARDS.items()]
 
 
+def _remote_example():
+    from apps.reward_server import example_server_url
+    from rewards.remote import RemoteConfig
+
+    return RemoteConfig(url=example_server_url())
+
+
+# Rewards whose example needs a service that the test starts itself.
+SERVICE_EXAMPLES = {"remote": _remote_example}
+
+
 def _example(name: str):
     cls = REWARDS[name]
     try:
-        cfg = cls.example_config()
+        cfg = SERVICE_EXAMPLES[name]() if name in SERVICE_EXAMPLES else cls.example_config()
     except ValidationError as e:
         first = e.errors()[0]
         pytest.fail(f"{name}: {cls.__name__}.example_config() does not validate ({'.'.join(map(str, first['loc']))}: "

@@ -7,14 +7,14 @@ import pytest
 import torch
 from pydantic import ValidationError
 
-from cluster.config import ConfigError
+from core.config import ConfigError
 import random
 
-from cluster.data import Row
-from cluster.preference_data import (PHRASINGS, ArithmeticPrefsConfig, PreferencePair, arithmetic_preferences,
+from core.data import Row
+from core.preference_data import (PHRASINGS, ArithmeticPrefsConfig, PreferencePair, arithmetic_preferences,
                                      pairs_from_samples, read_pairs, write_pairs)
-from cluster.train_rm import load_rm_config
-from learners.reward_model import bradley_terry_loss, build_reward_model, pairwise_correct, shard
+from apps.train_rm import load_rm_config
+from learners.reward_model import bradley_terry_loss, build_reward_model, pairwise_correct
 from rewards.base import Basis, Format, Sample
 from rewards.math_correct import MathCorrect, MathCorrectConfig
 from rewards.registry import REWARDS
@@ -52,8 +52,10 @@ def test_bradley_terry_probability():
 
 
 def test_shard_covers_every_item_once():
-    assert [shard(list(range(5)), r, 2) for r in range(2)] == [[0, 1], [2, 3, 4]]
-    assert [shard([7], r, 2) for r in range(2)] == [[], [7]]
+    from core.ops import split_bounds
+
+    assert split_bounds(5, 2) == [0, 2, 5]  # ranks get [0, 1] and [2, 3, 4]
+    assert split_bounds(1, 2) == [0, 0, 1]  # rank 0 gets nothing, rank 1 the one pair
 
 
 @pytest.fixture(scope="module")

@@ -14,9 +14,9 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from cluster.cli import main
-from cluster.config import ConfigError
-from cluster.reward_server import RewardService, build_app, load_serve_config
+from apps.cli import main
+from core.config import ConfigError
+from apps.reward_server import RewardService, build_app, example_server_url, load_serve_config
 from rewards.base import Basis, Expression, Format, Granularity, PairwiseReward, Reward, Sample, Taxonomy
 from rewards.math_correct import MathCorrect
 from rewards.remote import TOKEN_ENV, Remote, RemoteConfig, RemoteRewardError
@@ -286,8 +286,9 @@ def test_remote_reward_retries_while_the_server_restarts(monkeypatch, caplog, tm
     assert retries and all("/v1/score: ConnectError" in m for m in retries)
 
 
-def test_example_config_serves_math_correct_from_a_thread():
-    reward = Remote(Remote.example_config())
-    assert Remote.example_config() == reward.cfg  # one example server per process
+def test_example_server_serves_math_correct_from_a_thread():
+    url = example_server_url()
+    assert example_server_url() == url  # one example server per process
+    reward = Remote(RemoteConfig(url=url))
     assert reward.info.reward == "math_correct" and reward.taxonomy == MathCorrect.taxonomy
     assert reward.score_batch([Sample(**RIGHT), Sample(**WRONG)]).values == [1.0, 0.0]

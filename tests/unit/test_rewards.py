@@ -4,11 +4,12 @@ import numpy as np
 import pytest
 
 from actors.reward import RewardActor
-from cluster.config import load_recipe
-from cluster.protocol import Rollouts
+from cluster.recipe import load_recipe
+from core.protocol import Rollouts
 from rewards.answer_format import AnswerFormat, AnswerFormatConfig
 from rewards.base import Reward, Sample
-from rewards.compose import Combiner, IsolatedRunner, Term, score_terms, score_weighted
+from rewards.combine import CombineConfig, Combiner, TermCombineConfig
+from rewards.isolation import IsolatedRunner, score_terms
 from rewards.exact_match import ExactMatch, ExactMatchConfig
 from rewards.length_penalty import LengthPenalty, LengthPenaltyConfig
 from rewards.math_correct import MathCorrect, MathCorrectConfig
@@ -71,19 +72,23 @@ class _Hangs(Reward):
 
 def test_weighted_sum_and_isolation_of_failures():
     samples = [Sample("q", "42", "42"), Sample("q", "It is 41", "42")]
-    terms = [Term("math_correct", MathCorrect(MathCorrectConfig()), 1.0),
-             Term("answer_format", AnswerFormat(AnswerFormatConfig()), 0.1)]
-    scores = score_weighted(terms, samples, IsolatedRunner(timeout_s=5))
-    # sample 0: 1·1 + .1·1 = 1.1; sample 1: 1·0 + .1·0 = 0
-    assert scores.values.tolist() == pytest.approx([1.1, 0.0])
-    assert scores.terms["answer_format"].tolist() == [1.0, 0.0]
-    assert scores.errors == [None, None]
+    rewards = {"math_correct": MathCorrect(MathCorrectConfig()), "answer_format": AnswerFormat(AnswerFormatConfig())}
+    weights = {"math_correct": 1.0, "answer_format": 0.1, "raises": 1.0}
 
-    failing = terms + [Term("raises", _Raises(None), 1.0)]
-    scores = score_weighted(failing, samples, IsolatedRunner(timeout_s=5))
-    assert scores.values.tolist() == pytest.approx([1.1, 0.0])
-    assert scores.errors == ["raises: RuntimeError: boom"] * 2
-    assert scores.num_errors == 2
+    def combined(terms: dict) -> list[float]:
+        raw = score_terms(terms, samples, IsolatedRunner(timeout_s=5))
+        combine = Combiner([TermCombineConfig(name=n, weight=weights[n]) for n in terms], CombineConfig())
+        return raw, combine(raw.terms, np.zeros(len(samples), dtype=np.int64)).tolist()
+
+    raw, values = combined(rewards)
+    # sample 0: 1·1 + .1·1 = 1.1; sample 1: 1·0 + .1·0 = 0
+    assert values == pytest.approx([1.1, 0.0])
+    assert raw.terms["answer_format"].tolist() == [1.0, 0.0]
+    assert raw.errors == [None, None]
+
+    raw, values = combined({**rewards, "raises": _Raises(None)})
+    assert values == pytest.approx([1.1, 0.0])
+    assert raw.errors == ["raises: RuntimeError: boom"] * 2
 
 
 def test_a_hanging_reward_times_out_and_the_next_call_still_runs():
@@ -251,7 +256,7 @@ def test_reward_actor_returns_raw_terms_that_the_driver_combines():
 def test_human_rating_looks_up_normalised_pairs_and_records_unrated(tmp_path):
     import json
 
-    from rewards.compose import IsolatedRunner
+    from rewards.isolation import IsolatedRunner
     from rewards.human_rating import HumanRating, HumanRatingConfig
 
     path = tmp_path / "ratings.jsonl"

@@ -3,9 +3,9 @@ import pytest
 import torch
 from torch.testing import assert_close
 
-from cluster.protocol import TrainBatch
+from core.protocol import TrainBatch
 from learners.algos.grpo import GRPO, GRPOConfig
-from learners.engine import micro_batches, num_micro_batches
+from learners.engine import num_micro_batches
 
 
 def _batch(b=6, r=5, seed=0):
@@ -49,9 +49,9 @@ def test_micro_batches_also_sum_to_the_shard_loss():
     batch, logprobs = _batch()
     norm = algo.normaliser(batch, 5)
     whole, _ = algo.loss(batch, logprobs, norm)
-    parts = micro_batches(batch, 4)
-    assert [len(p) for p in parts] == [2, 1, 1, 2]  # bounds round(6·k/4) = 0, 2, 3, 4, 6
-    offsets = [0, 2, 3, 4, 6]
+    parts = batch.split(4)
+    assert [len(p) for p in parts] == [1, 2, 1, 2]  # bounds ⌊6·k/4⌋ = 0, 1, 3, 4, 6
+    offsets = [0, 1, 3, 4, 6]
     total = sum(algo.loss(p, logprobs[a:b], norm)[0] for p, a, b in zip(parts, offsets, offsets[1:]))
     assert_close(total, whole)
 

@@ -182,8 +182,8 @@ def test_implicit_sequence_reward_is_the_masked_sum():
 def test_implicit_reward_runs_both_models_over_the_token_ids(tiny_model_path):
     """token_values in padded batches (prompts and responses of different lengths, an empty
     response) equal β·(log π − log π_ref) from unpadded forwards of each sequence alone."""
-    from learners.models import build_tiny_model, cache_dir, load_policy
-    from learners.ops import token_logprobs
+    from core.models import build_tiny_model, cache_dir, load_policy
+    from core.ops import token_logprobs
 
     ref_path = str(build_tiny_model(cache_dir() / "tiny-llama-test-seed1", seed=1))
     reward = Implicit(ImplicitConfig(model=tiny_model_path, reference=ref_path, beta=0.5, batch_size=2))

@@ -4,11 +4,11 @@ import torch
 from torch.testing import assert_close
 
 from actors.reward import RewardActor
-from cluster.config import load_recipe
-from cluster.protocol import Rollouts, Scores
+from cluster.recipe import load_recipe
+from core.protocol import Rollouts, RolloutTensors, Scores
 from learners.algos.base import token_level_rewards
-from learners.models import ensure_tokenizer, load_tokenizer
-from rewards.compose import token_rewards
+from core.models import ensure_tokenizer, load_tokenizer
+from rewards.combine import token_rewards
 
 
 def test_token_rewards_keep_step_credit_and_sum_to_the_combined_value():
@@ -25,9 +25,11 @@ def test_token_rewards_keep_step_credit_and_sum_to_the_combined_value():
 
 def test_ppo_token_level_rewards_use_step_tokens_and_the_kl_penalty():
     scores = Scores(values=np.array([2.0]), terms={}, errors=[None], token_rewards=[np.array([1.0, 0.0, 1.0])])
-    tensors = {"response_mask": torch.tensor([[1.0, 1.0, 1.0, 0.0]]),
-               "rollout_logprobs": torch.tensor([[-1.0, -1.0, -1.0, 0.0]]),
-               "ref_logprobs": torch.tensor([[-2.0, -1.0, -1.0, 0.0]])}
+    tensors = RolloutTensors(input_ids=torch.zeros(1, 5, dtype=torch.long),
+                             attention_mask=torch.ones(1, 5, dtype=torch.long),
+                             response_mask=torch.tensor([[1.0, 1.0, 1.0, 0.0]]),
+                             rollout_logprobs=torch.tensor([[-1.0, -1.0, -1.0, 0.0]]),
+                             ref_logprobs=torch.tensor([[-2.0, -1.0, -1.0, 0.0]]))
     # tokens [1, 0, 1, 0]; rest = 2 - 2 = 0 on the last valid token; KL 0.5·(lp - ref) = [0.5, 0, 0]
     assert_close(token_level_rewards(scores, tensors, 0.5), torch.tensor([[0.5, 0.0, 1.0, 0.0]]))
 

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from cluster.weight_sync import from_wire, to_wire
+from core.wire import from_wire, to_wire
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])

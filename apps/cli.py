@@ -6,7 +6,7 @@ import os
 import shlex
 import sys
 
-from cluster.config import ConfigError, load_recipe
+from cluster.recipe import ConfigError, load_recipe
 
 
 def _print_summary(summary: dict) -> None:
@@ -30,7 +30,7 @@ def cmd_train(args) -> int:
 
 
 def cmd_setup(args) -> int:
-    from learners.models import ensure_default_model
+    from core.models import ensure_default_model
 
     print(ensure_default_model())
     return 0
@@ -61,15 +61,15 @@ def cmd_submit(args) -> int:
 
 
 def cmd_serve_reward(args) -> int:
-    """Serve one registered reward over HTTP until interrupted (cluster/reward_server.py)."""
-    from cluster.reward_server import serve_from_cli
+    """Serve one registered reward over HTTP until interrupted (apps/reward_server.py)."""
+    from apps.reward_server import serve_from_cli
 
     return serve_from_cli(args.target, args.overrides, args.host, args.port, args.token, args.no_auth)
 
 
 def cmd_train_rm(args) -> int:
-    """Train a Bradley-Terry reward model from preference pairs (cluster/train_rm.py)."""
-    from cluster.train_rm import load_rm_config, train_rm
+    """Train a Bradley-Terry reward model from preference pairs (apps/train_rm.py)."""
+    from apps.train_rm import load_rm_config, train_rm
 
     summary = train_rm(load_rm_config(args.recipe, args.overrides))
     print(f"\nrewardflow train-rm: held-out pairwise accuracy {summary['eval_accuracy_before']:.3f} -> "

@@ -8,13 +8,57 @@ import operator
 import random
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
-from cluster.config import ArithmeticConfig, ConfigError, FileTaskConfig, TaskConfig
-from cluster.protocol import Prompts
+from pydantic import Field, field_validator, model_validator
 
-_OPS = {"+": operator.add, "-": operator.sub, "*": operator.mul}
+from core.config import ConfigError, Section
+from core.protocol import Prompts
+
+# The arithmetic task's operators; preference data and step rewards parse the same questions.
+OPS = {"+": operator.add, "-": operator.sub, "*": operator.mul}
+
+
+class ArithmeticConfig(Section):
+    ops: list[Literal["+", "-", "*"]] = Field(["+"], min_length=1)
+    digits: int = Field(1, ge=1, le=6)
+    train_size: int = Field(2000, ge=1)
+    eval_size: int = Field(100, ge=1)
+    seed: int = 0
+
+    @field_validator("ops")
+    @classmethod
+    def _distinct(cls, ops: list[str]) -> list[str]:
+        if len(set(ops)) != len(ops):
+            raise ValueError(f"operators must be distinct, got {ops}")
+        return ops
+
+
+class FileTaskConfig(Section):
+    path: str
+    eval_path: str | None = None
+    prompt_column: str = "prompt"
+    answer_column: str = "answer"
+    eval_size: int = Field(100, ge=1)
+
+
+class TaskConfig(Section):
+    """The recipe's `task` section: where prompts come from and how they are worded."""
+
+    kind: Literal["arithmetic", "file"] = "arithmetic"
+    arithmetic: ArithmeticConfig = ArithmeticConfig()
+    file: FileTaskConfig | None = None
+    # Appended to every prompt before the chat template is applied.
+    instruction: str = ""
+    system_prompt: str | None = None
+
+    @model_validator(mode="after")
+    def _file_needs_path(self):
+        if self.kind == "file" and self.file is None:
+            raise ValueError("task.kind=file needs a task.file section with a path")
+        return self
 
 
 @dataclass(frozen=True)
@@ -22,6 +66,12 @@ class Row:
     id: str
     question: str
     answer: str
+
+
+def operands(question: str) -> tuple[str, str, str]:
+    """(a, op, b) of an arithmetic question "What is a op b?"."""
+    _, a, op, b = question.rstrip("?").rsplit(" ", 3)
+    return a, op, b
 
 
 def arithmetic_rows(cfg: ArithmeticConfig) -> tuple[list[Row], list[Row]]:
@@ -38,7 +88,7 @@ def arithmetic_rows(cfg: ArithmeticConfig) -> tuple[list[Row], list[Row]]:
         op = rng.choice(cfg.ops)
         a, b = rng.randint(0, hi), rng.randint(0, hi)
         q = f"What is {a} {op} {b}?"
-        return Row(q, q, str(_OPS[op](a, b)))
+        return Row(q, q, str(OPS[op](a, b)))
 
     n_eval = min(cfg.eval_size, space // 2)
     eval_rows: dict[str, Row] = {}

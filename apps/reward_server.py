@@ -24,19 +24,17 @@ import os
 import secrets
 import threading
 import time
-from pathlib import Path
 from typing import Any
 
-import yaml
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, ValidationError, ValidationInfo
 from pydantic import field_validator, model_validator
 
-from cluster.config import ConfigError, _format_error, _set_dotted, known_reward, parse_overrides, reward_args
+from core.config import ConfigError, load_yaml, parse_overrides, set_dotted, validate
 from rewards.base import PairwiseReward, Reward, Sample
-from rewards.compose import IsolatedRunner
-from rewards.registry import REWARDS
+from rewards.isolation import IsolatedRunner
+from rewards.registry import REWARDS, known_reward, reward_args
 from rewards.remote import TOKEN_ENV, BatchValues, PreferRequest, RewardInfo, ScoreRequest, WireTaxonomy
 from rewards.remote import from_wire
 
@@ -220,26 +218,11 @@ def build_app(service: RewardService, token: str | None) -> FastAPI:
 def load_serve_config(target: str, overrides: list[str] = (), **flags: Any) -> ServeConfig:
     """`target` is a registered reward name or a YAML file of ServeConfig keys; then key=value
     overrides, then the non-None `flags`. Raises ConfigError naming the key."""
-    tree = _read_yaml(Path(target)) if target.endswith((".yaml", ".yml")) else {"reward": target}
+    tree = load_yaml(target, "serve-reward config") if target.endswith((".yaml", ".yml")) else {"reward": target}
     for key, value in parse_overrides(list(overrides)):
-        _set_dotted(tree, key, value)
+        set_dotted(tree, key, value)
     tree.update({k: v for k, v in flags.items() if v is not None})
-    try:
-        return ServeConfig(**tree)
-    except ValidationError as e:
-        raise ConfigError(_format_error(e)) from None
-
-
-def _read_yaml(path: Path) -> dict:
-    if not path.is_file():
-        raise ConfigError(f"{path}: no such file")
-    try:
-        tree = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
-    if not isinstance(tree, dict):
-        raise ConfigError(f"{path}: top level must be a mapping of ServeConfig keys")
-    return tree
+    return validate(ServeConfig, tree)
 
 
 def build_served_app(cfg: ServeConfig, token: str | None) -> FastAPI:

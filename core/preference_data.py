@@ -1,7 +1,7 @@
 """Preference pairs for reward-model training: JSONL files of {prompt, chosen, rejected}, and a
 seeded preference set built from the arithmetic task (a correct answer preferred to a wrong one).
 
-The arithmetic set takes its problems from `cluster.data.arithmetic_rows`, so with the GRPO
+The arithmetic set takes its problems from `core.data.arithmetic_rows`, so with the GRPO
 recipe's task settings its held-out pairs are the GRPO eval problems, which the reward model
 never trains on. Chosen and rejected share one phrasing: only correctness tells them apart,
 except for the `off_format_frac` share of training pairs whose rejected response gives no answer
@@ -16,17 +16,14 @@ the reward model about (mostly prose at temperature 1), which hand-written phras
 from __future__ import annotations
 
 import json
-import operator
 import random
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from pydantic import Field
 
-from cluster.config import ArithmeticConfig, ConfigError, Section
-from cluster.data import Row, arithmetic_rows
-
-_OPS = {"+": operator.add, "-": operator.sub, "*": operator.mul}
+from core.config import ConfigError, Section
+from core.data import OPS, ArithmeticConfig, Row, arithmetic_rows, operands
 PHRASINGS = ("{x}", "The answer is {x}.", "{a} {op} {b} = {x}", "{x}. That is the answer.")
 NON_ANSWERS = ("I am not sure.", "The number itself.", "It is just a number.", "Let me think about it.",
                "Numbers are words with no meaning.", "This question has no answer.",
@@ -61,16 +58,15 @@ class ArithmeticPrefsConfig(Section):
 
 def _wrong_answer(row: Row, rng: random.Random) -> int:
     """A plausible mistake: a near miss, or the result of another operator on the same operands."""
-    _, a, op, b = row.question.rstrip("?").rsplit(" ", 3)
+    a, op, b = operands(row.question)
     right = int(row.answer)
-    other_ops = [fn(int(a), int(b)) for o, fn in _OPS.items() if o != op]
+    other_ops = [fn(int(a), int(b)) for o, fn in OPS.items() if o != op]
     candidates = [right + d for d in (-3, -2, -1, 1, 2, 3)] + [v for v in other_ops if v != right]
     return rng.choice(candidates)
 
 
 def _operands(row: Row) -> dict[str, str]:
-    _, a, op, b = row.question.rstrip("?").rsplit(" ", 3)
-    return {"a": a, "op": op, "b": b}
+    return dict(zip("a op b".split(), operands(row.question)))
 
 
 def _pairs(rows: list[Row], cfg: ArithmeticPrefsConfig, rng: random.Random,

@@ -1,29 +1,24 @@
-"""Sectioned, typed recipe config: YAML + dotted overrides, validated once, frozen.
+"""The recipe schema: one frozen section per concern, validated once (`load_recipe`).
 
-No Ray here. Algorithm and reward knobs live in their own config classes (found through the
-registries); this module only assembles them.
+No Ray here. Algorithm and reward knobs live in their own config classes, found through the
+lazy registries, so validating a recipe imports only the algorithm and rewards it names. The
+config base, the YAML loader and the one-line errors are `core/config.py`.
 """
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, ValidationError, field_validator, model_validator, ValidationInfo
+from pydantic import BaseModel, Field, SerializeAsAny, ValidationInfo, field_validator, model_validator
 
+from core.config import ConfigError, Section, load_config
+from core.data import TaskConfig
 from learners.algos.registry import ALGORITHMS
-from rewards.compose import CombineConfig, TermCombineConfig
 from rewards.base import PairwiseReward
-from rewards.registry import REWARDS
+from rewards.combine import CombineConfig, TermCombineConfig
+from rewards.registry import REWARDS, known_reward, reward_args
 
-
-class ConfigError(ValueError):
-    """A recipe problem, reported as one line that names the key."""
-
-
-class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+__all__ = ["ConfigError", "RecipeConfig", "load_recipe", "dump_recipe"]
 
 
 class RoleConfig(Section):
@@ -52,47 +47,9 @@ class ModelConfig(Section):
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
 
 
-class ArithmeticConfig(Section):
-    ops: list[Literal["+", "-", "*"]] = Field(["+"], min_length=1)
-    digits: int = Field(1, ge=1, le=6)
-    train_size: int = Field(2000, ge=1)
-    eval_size: int = Field(100, ge=1)
-    seed: int = 0
-
-    @field_validator("ops")
-    @classmethod
-    def _distinct(cls, ops: list[str]) -> list[str]:
-        if len(set(ops)) != len(ops):
-            raise ValueError(f"operators must be distinct, got {ops}")
-        return ops
-
-
-class FileTaskConfig(Section):
-    path: str
-    eval_path: str | None = None
-    prompt_column: str = "prompt"
-    answer_column: str = "answer"
-    eval_size: int = Field(100, ge=1)
-
-
-class TaskConfig(Section):
-    kind: Literal["arithmetic", "file"] = "arithmetic"
-    arithmetic: ArithmeticConfig = ArithmeticConfig()
-    file: FileTaskConfig | None = None
-    # Appended to every prompt before the chat template is applied.
-    instruction: str = ""
-    system_prompt: str | None = None
-
-    @model_validator(mode="after")
-    def _file_needs_path(self):
-        if self.kind == "file" and self.file is None:
-            raise ValueError("task.kind=file needs a task.file section with a path")
-        return self
-
-
 class RewardTermConfig(TermCombineConfig):
     """One reward term: how it combines (name, weight, normalize, clip, transform, ref: see
-    `rewards.compose.TermCombineConfig`); `args` go to the reward's own config class."""
+    `rewards.combine.TermCombineConfig`); `args` go to the reward's own config class."""
 
     args: SerializeAsAny[BaseModel] | None = Field(None, validate_default=True)
 
@@ -105,19 +62,6 @@ class RewardTermConfig(TermCombineConfig):
     @classmethod
     def _build_args(cls, args: Any, info: ValidationInfo):
         return reward_args(info.data.get("name"), args)
-
-
-def known_reward(name: str) -> str:
-    if name not in REWARDS:
-        raise ValueError(f"unknown reward {name!r}; known: {', '.join(sorted(REWARDS))}")
-    return name
-
-
-def reward_args(name: str | None, args: Any):
-    """A reward's `args` validated by its own config class (None: the defaults)."""
-    if name is None or isinstance(args, BaseModel):
-        return args
-    return REWARDS[name].Config(**(args or {}))
 
 
 class RolloutConfig(RoleConfig):
@@ -218,7 +162,7 @@ class RecipeConfig(Section):
             raise ValueError(f"rewards: {', '.join(dup)} listed twice; each term needs a distinct reward")
         self.reward.combine.check_terms(names)
         algorithm = ALGORITHMS[self.algo.name](self.algo)
-        _check_term_kinds(self.rewards, algorithm.needs().pairs)
+        _check_term_kinds(self.rewards, self.algo.name, algorithm.needs().pairs)
         units = algorithm.train_rows(self.train.prompts_per_step) // algorithm.rows_per_unit
         roles = ["learner", "critic"] if algorithm.needs().critic else ["learner"]
         for role in roles:
@@ -238,93 +182,21 @@ class RecipeConfig(Section):
         if not isinstance(data, dict) or "name" not in data:
             raise ValueError("algo needs a name, e.g. algo.name=grpo")
         if data["name"] not in ALGORITHMS:
-            raise ValueError(f"unknown algorithm {data['name']!r}; known: {', '.join(sorted(ALGORITHMS))}")
+            raise ValueError(f"unknown algorithm {data['name']!r}; known: {ALGORITHMS.known()}")
         return ALGORITHMS[data["name"]].Config(**data)
 
 
-def _check_term_kinds(terms: list[RewardTermConfig], pairs: bool) -> None:
+def _check_term_kinds(terms: list[RewardTermConfig], algo: str, pairs: bool) -> None:
     """Reject terms the reward actors cannot run for this algorithm."""
-    pair_algos = sorted(n for n, a in ALGORITHMS.items() if a(a.Config()).needs().pairs)
     for i, t in enumerate(terms):
-        cls = REWARDS[t.name]
-        if issubclass(cls, PairwiseReward) and not pairs:
-            raise ValueError(f"rewards.{i}.name: {t.name} compares two responses; only pair algorithms "
-                             f"({', '.join(pair_algos)}) use pairwise rewards")
-
-
-def _set_dotted(tree: dict, dotted: str, value: Any) -> None:
-    node: Any = tree
-    parts = dotted.split(".")
-    for part in parts[:-1]:
-        if isinstance(node, list):
-            node = node[_list_index(node, part, dotted)]
-        else:
-            node = node.setdefault(part, {})
-            if not isinstance(node, (dict, list)):
-                raise ConfigError(f"{dotted}: {part} is a value, not a section")
-    last = parts[-1]
-    if isinstance(node, list):
-        node[_list_index(node, last, dotted)] = value
-    else:
-        node[last] = value
-
-
-def _list_index(node: list, part: str, dotted: str) -> int:
-    if not part.isdigit() or int(part) >= len(node):
-        raise ConfigError(f"{dotted}: {part!r} is not an index of a list of {len(node)}")
-    return int(part)
-
-
-def _format_error(err: ValidationError) -> str:
-    first = err.errors()[0]
-    loc = ".".join(str(p) for p in first["loc"] if not str(p).startswith("function-"))
-    msg = first["msg"].removeprefix("Value error, ")
-    if first["type"] == "extra_forbidden":
-        msg = "unknown key"
-    got = first.get("input")
-    shown = "" if first["type"] in ("extra_forbidden", "missing") or isinstance(got, dict) else f" (got {got!r})"
-    return f"{loc}: {msg}{shown}" if loc else msg
-
-
-def parse_overrides(items: list[str]) -> list[tuple[str, Any]]:
-    out = []
-    for item in items:
-        key, sep, raw = item.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"override {item!r} is not key=value")
-        try:
-            out.append((key, yaml.safe_load(raw) if raw else ""))
-        except yaml.YAMLError:
-            raise ConfigError(f"override {key}: value {raw!r} is not valid YAML") from None
-    return out
+        if issubclass(REWARDS[t.name], PairwiseReward) and not pairs:
+            raise ValueError(f"rewards.{i}.name: {t.name} compares two responses; algo.name={algo} trains on "
+                             "single samples (only algorithms that train on pairs use pairwise rewards)")
 
 
 def load_recipe(path: str | os.PathLike | None, overrides: list[str] = ()) -> RecipeConfig:
     """Read a YAML recipe, apply `key.sub=value` overrides, validate once. Raises ConfigError."""
     return load_config(RecipeConfig, path, overrides)
-
-
-def load_config(model: type[BaseModel], path: str | os.PathLike | None, overrides: list[str] = ()):
-    """YAML file + dotted overrides validated once as `model`; ConfigError (one line) on any problem."""
-    tree: dict = {}
-    if path is not None:
-        p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"recipe {path}: no such file")
-        try:
-            tree = yaml.safe_load(p.read_text()) or {}
-        except yaml.YAMLError as e:
-            raise ConfigError(f"recipe {path}: not valid YAML ({str(e).splitlines()[0]})") from None
-        if not isinstance(tree, dict):
-            raise ConfigError(f"recipe {path}: top level must be a mapping of sections")
-    for key, value in parse_overrides(list(overrides)):
-        _set_dotted(tree, key, value)
-    try:
-        return model(**tree)
-    except ValidationError as e:
-        raise ConfigError(_format_error(e)) from None
-    except TypeError as e:
-        raise ConfigError(str(e)) from None
 
 
 def shared_memory_blocker(cfg: RecipeConfig) -> str | None:
