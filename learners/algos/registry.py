@@ -7,6 +7,7 @@ from core.registry import LazyRegistry
 ALGORITHMS = LazyRegistry("algorithm", {
     "grpo": "learners.algos.grpo:GRPO",
     "rloo": "learners.algos.rloo:RLOO",
+    "remax": "learners.algos.remax:ReMax",
     "ppo": "learners.algos.ppo:PPO",
     "reinforce_pp": "learners.algos.reinforce_pp:ReinforcePP",
     "online_dpo": "learners.algos.online_dpo:OnlineDPO",
