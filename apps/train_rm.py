@@ -132,6 +132,37 @@ def sampled_pairs(prefs: ArithmeticPrefsConfig, policy_path: str, cfg: TrainRMCo
     return out[0], out[1], stats
 
 
+def add_sampled_pairs(cfg: TrainRMConfig, policy_path: str, train: list[PreferencePair],
+                      sets: dict[str, list[PreferencePair]]) -> tuple[list[PreferencePair], dict[str, float]]:
+    """The train pairs with the policy's sampled ones added; adds the held-out set "eval_sampled"
+    to `sets`; returns the sampling statistics too."""
+    sampled_train, sets["eval_sampled"], sampling = sampled_pairs(cfg.data.arithmetic, policy_path, cfg)
+    print(f"rewardflow train-rm: {len(sampled_train)} + {len(sets['eval_sampled'])} pairs from policy "
+          f"samples (right {sampling['train_sample_accuracy']:.3f} of the time)", flush=True)
+    return train + sampled_train, sampling
+
+
+def train_epochs(cfg: TrainRMConfig, trainers, train_ref, refs: dict) -> tuple[dict, list[dict]]:
+    """Held-out statistics before training, then one row per epoch (train and held-out)."""
+    def evaluate() -> dict:
+        return {k: trainers.evaluate(ref) for k, ref in refs.items()}
+
+    before = evaluate()
+    print(f"rewardflow train-rm: held-out pairwise accuracy {before['eval']['accuracy']:.3f} before training"
+          + "".join(f", {k} {v['accuracy']:.3f}" for k, v in before.items() if k != "eval"), flush=True)
+    epochs = []
+    for epoch in range(cfg.epochs):
+        t0 = time.perf_counter()
+        row = {"epoch": epoch + 1, "train": trainers.train_epoch(train_ref, epoch), **evaluate()}
+        row["wall_s"] = time.perf_counter() - t0
+        epochs.append(row)
+        print(f"rewardflow train-rm: epoch {epoch + 1}/{cfg.epochs}: train loss {row['train']['loss']:.4f} "
+              f"acc {row['train']['accuracy']:.3f}; held-out acc {row['eval']['accuracy']:.3f}"
+              + "".join(f", {k} {row[k]['accuracy']:.3f}" for k in refs if k != "eval")
+              + f" ({row['wall_s']:.0f}s)", flush=True)
+    return before, epochs
+
+
 def train_rm(cfg: TrainRMConfig) -> dict:
     """Run the job; returns the summary also written to `<output_dir>/summary.json`."""
     import ray
@@ -153,33 +184,13 @@ def train_rm(cfg: TrainRMConfig) -> dict:
         # Held-out sets by name: "eval" (the built or given pairs), "eval_sampled" (policy samples).
         sets, sampling = {"eval": held_out}, {}
         if sampled is not None:
-            sampled_train, sets["eval_sampled"], sampling = sampled_pairs(cfg.data.arithmetic, policy_path, cfg)
-            train = train + sampled_train
-            print(f"rewardflow train-rm: {len(sampled_train)} + {len(sets['eval_sampled'])} pairs from policy "
-                  f"samples (right {sampling['train_sample_accuracy']:.3f} of the time)", flush=True)
+            train, sampling = add_sampled_pairs(cfg, policy_path, train, sets)
         if cfg.data.arithmetic is not None:  # what was built, for inspection
             for name, pairs in (("train", train), *sets.items()):
                 write_pairs(pairs, out_dir / f"prefs_{name}.jsonl")
         trainers = RewardModelTrainerGroup(cfg, model_path)
-        train_ref = ray.put(train)
         refs = {k: ray.put(v) for k, v in sets.items() if v}
-
-        def evaluate() -> dict:
-            return {k: trainers.evaluate(ref) for k, ref in refs.items()}
-
-        before = evaluate()
-        print(f"rewardflow train-rm: held-out pairwise accuracy {before['eval']['accuracy']:.3f} before training"
-              + "".join(f", {k} {v['accuracy']:.3f}" for k, v in before.items() if k != "eval"), flush=True)
-        epochs = []
-        for epoch in range(cfg.epochs):
-            t0 = time.perf_counter()
-            row = {"epoch": epoch + 1, "train": trainers.train_epoch(train_ref, epoch), **evaluate()}
-            row["wall_s"] = time.perf_counter() - t0
-            epochs.append(row)
-            print(f"rewardflow train-rm: epoch {epoch + 1}/{cfg.epochs}: train loss {row['train']['loss']:.4f} "
-                  f"acc {row['train']['accuracy']:.3f}; held-out acc {row['eval']['accuracy']:.3f}"
-                  + "".join(f", {k} {row[k]['accuracy']:.3f}" for k in refs if k != "eval")
-                  + f" ({row['wall_s']:.0f}s)", flush=True)
+        before, epochs = train_epochs(cfg, trainers, ray.put(train), refs)
         checkpoint = trainers.save(str(out_dir / "final"))
     finally:
         ray.shutdown()

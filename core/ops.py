@@ -29,7 +29,7 @@ def pad_left(seqs: Sequence[Sequence[int]], pad: int) -> tuple[torch.Tensor, tor
     mask = torch.zeros((len(seqs), width), dtype=torch.long)
     for i, s in enumerate(seqs):
         if len(s):
-            ids[i, width - len(s):] = torch.as_tensor(np.asarray(s), dtype=torch.long)
+            ids[i, width - len(s):] = torch.tensor(np.asarray(s), dtype=torch.long)
             mask[i, width - len(s):] = 1
     return ids, mask
 
@@ -40,7 +40,7 @@ def pad_right(seqs: Sequence[Sequence[float]], pad: float | int, dtype=torch.lon
     out = torch.full((len(seqs), width), pad, dtype=dtype)
     for i, s in enumerate(seqs):
         if len(s):
-            out[i, : len(s)] = torch.as_tensor(np.asarray(s), dtype=dtype)
+            out[i, : len(s)] = torch.tensor(np.asarray(s), dtype=dtype)
     return out
 
 
