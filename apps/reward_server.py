@@ -28,13 +28,13 @@ from typing import Any
 
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
-from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, ValidationError, ValidationInfo
-from pydantic import field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, ValidationError
+from pydantic import model_validator
 
 from core.config import ConfigError, load_yaml, parse_overrides, set_dotted, validate
 from rewards.base import PairwiseReward, Reward, Sample
 from rewards.isolation import IsolatedRunner
-from rewards.registry import REWARDS, known_reward, reward_args
+from rewards.registry import REWARDS, reward_validators
 from rewards.remote import TOKEN_ENV, BatchValues, PreferRequest, RewardInfo, ScoreRequest, WireTaxonomy
 from rewards.remote import from_wire
 
@@ -52,15 +52,7 @@ class ServeConfig(BaseModel):
     max_batch: int = Field(256, ge=1)
     max_body_bytes: int = Field(1 << 20, ge=1)
 
-    @field_validator("reward")
-    @classmethod
-    def _known(cls, name: str) -> str:
-        return known_reward(name)
-
-    @field_validator("args", mode="before")
-    @classmethod
-    def _build_args(cls, args: Any, info: ValidationInfo):
-        return reward_args(info.data.get("reward"), args)
+    _known, _args = reward_validators("reward")
 
     @model_validator(mode="after")
     def _no_open_service(self):

@@ -9,14 +9,14 @@ from __future__ import annotations
 import os
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, SerializeAsAny, ValidationInfo, field_validator, model_validator
+from pydantic import BaseModel, Field, SerializeAsAny, field_validator, model_validator
 
 from core.config import ConfigError, Section, load_config
 from core.data import TaskConfig
 from learners.algos.registry import ALGORITHMS
 from rewards.base import PairwiseReward
 from rewards.combine import CombineConfig, TermCombineConfig
-from rewards.registry import REWARDS, known_reward, reward_args
+from rewards.registry import REWARDS, reward_validators
 
 __all__ = ["ConfigError", "RecipeConfig", "load_recipe", "dump_recipe"]
 
@@ -53,15 +53,7 @@ class RewardTermConfig(TermCombineConfig):
 
     args: SerializeAsAny[BaseModel] | None = Field(None, validate_default=True)
 
-    @field_validator("name")
-    @classmethod
-    def _known(cls, name: str) -> str:
-        return known_reward(name)
-
-    @field_validator("args", mode="before")
-    @classmethod
-    def _build_args(cls, args: Any, info: ValidationInfo):
-        return reward_args(info.data.get("name"), args)
+    _known, _args = reward_validators("name")
 
 
 class RolloutConfig(RoleConfig):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationInfo, field_validator
 
 from core.registry import LazyRegistry
 
@@ -39,3 +39,12 @@ def reward_args(name: str | None, args: Any):
     if name is None or name not in REWARDS or isinstance(args, BaseModel):
         return args
     return REWARDS[name].Config(**(args or {}))
+
+
+def reward_validators(name_field: str):
+    """Validators of a config that names a registered reward in `name_field` and holds its
+    `args`: `_known, _args = reward_validators("name")` in the class body."""
+    def args(value: Any, info: ValidationInfo):
+        return reward_args(info.data.get(name_field), value)
+
+    return field_validator(name_field)(known_reward), field_validator("args", mode="before")(args)
