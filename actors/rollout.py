@@ -201,8 +201,5 @@ class RolloutActor:
                                 SamplingParams(max_tokens=1, prompt_logprobs=0, temperature=0.0), use_tqdm=False)
         return float(sum(lp[t].logprob for lp, t in zip(out[0].prompt_logprobs[1:], probe_ids[1:])))
 
-    def get_version(self) -> int:
-        return self.version
-
     def ready(self) -> float:
         return self.start_s

@@ -77,7 +77,7 @@ class Controller:
                             greedy_per_prompt=self.needs.greedy_sample)
         prompts = self.stream.next_batch(self.cfg.train.prompts_per_step)
         pending = self.roles.rollouts.submit(prompts, spec, r.chunk_prompts)
-        return InFlight(step, prompts, version, pending, self.roles.rewards.submit(pending))
+        return InFlight(step, prompts, pending, self.roles.rewards.submit(pending))
 
     def reference_forward(self, tensors: RolloutTensors) -> RolloutTensors:
         return replace(tensors, ref_logprobs=self.roles.reference.logprobs(tensors.probe()))

@@ -23,7 +23,6 @@ class InFlight:
 
     step: int
     prompts: Prompts
-    min_version: int  # policy version queued on every rollout actor before this request
     rollouts: object  # pending rollouts: `.result() -> Rollouts`
     scores: object  # pending scores: `.result() -> Scores`
 

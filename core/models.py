@@ -196,7 +196,8 @@ def build_tiny_reward_model(out: Path, policy: Path | None = None) -> Path:
         return out
     policy = policy or build_tiny_model(out.with_name("tiny-llama-test"))
     model = AutoModelForSequenceClassification.from_pretrained(str(policy), num_labels=1)
-    model.config.pad_token_id = model.config.pad_token_id or model.config.eos_token_id
+    if model.config.pad_token_id is None:  # pad id 0 is a real id
+        model.config.pad_token_id = model.config.eos_token_id
     with _building(out) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         AutoTokenizer.from_pretrained(str(policy)).save_pretrained(tmp)

@@ -148,7 +148,7 @@ def preference_loss(
         raise ValueError(f"preference loss kind must be one of {PREFERENCE_LOSSES}, got {kind!r}")
     if beta <= 0:
         raise ValueError(f"preference loss beta must be > 0, got {beta}")
-    h = (chosen_logps - ref_chosen_logps) - (rejected_logps - ref_rejected_logps)
+    h = preference_margin(chosen_logps, rejected_logps, ref_chosen_logps, ref_rejected_logps, beta=1.0)
     if kind == "dpo":
         return -torch.nn.functional.logsigmoid(beta * h)
     return (h - 1.0 / (2.0 * beta)) ** 2

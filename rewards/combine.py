@@ -27,13 +27,11 @@ Transform = Literal["none", "log_sigmoid"]
 Bounds = tuple[Optional[float], Optional[float]]
 
 
-def weighted_sum(values: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """v_i = Σ_k w_k · r_k[i].   values: [K, B], weights: [K] -> [B]."""
-    return weights @ values
-
-
 def reward_group_sums(values: np.ndarray, weights: np.ndarray, membership: np.ndarray) -> np.ndarray:
-    """R_g[i] = Σ_k M[g, k] · w_k · r_k[i].   values: [K, B], weights: [K], membership M: [G, K] 0/1 -> [G, B]."""
+    """R_g[i] = Σ_k M[g, k] · w_k · r_k[i].   values: [K, B], weights: [K], membership M: [G, K] 0/1 -> [G, B].
+
+    The weighted sum of all terms is the one-group case, M = [1 … 1].
+    """
     return membership @ (weights[:, None] * values)
 
 

@@ -31,25 +31,14 @@ def implicit_token_rewards(
     The dense reward of DPO's token-level reading (Rafailov et al. 2024, "From r to Q*") and of
     PRIME's implicit process reward model (Cui et al. 2025; Yuan et al. 2024, "Free process
     rewards without process labels"), where π is a model trained with outcome labels only.
+    Their sum over a response, the term's sequence value, is DPO's implicit reward
+    β·log π(y | x)/π_ref(y | x) (Rafailov et al. 2023, eq. 5) without β·log Z(x), which depends on
+    the prompt only and cancels in pairwise preferences and group-centred advantages.
     Padding positions are 0 even when their logprobs are ±inf or NaN (selected, not multiplied).
     Gradients flow if the inputs carry them: pass detached logprobs to use this as a reward.
     """
     diff = beta * (logprobs - ref_logprobs)
     return torch.where(mask.bool(), diff, torch.zeros_like(diff))
-
-
-def implicit_sequence_reward(
-    logprobs: torch.Tensor, ref_logprobs: torch.Tensor, mask: torch.Tensor, beta: float
-) -> torch.Tensor:
-    """Sequence-level implicit reward, [B, T] x [B, T] x [B, T] -> [B].
-
-        r(x, y) = Σ_t r_t = β · log π(y | x) / π_ref(y | x)
-
-    DPO's implicit reward (Rafailov et al. 2023, eq. 5) without the β·log Z(x) term, which
-    depends on the prompt only and cancels in pairwise preferences and in group-centred
-    advantages.
-    """
-    return implicit_token_rewards(logprobs, ref_logprobs, mask, beta).sum(dim=-1)
 
 
 class ImplicitConfig(RewardConfig):

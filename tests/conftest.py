@@ -13,6 +13,11 @@ def _repo_root_cwd():
     os.chdir(ROOT)
 
 
+# The cluster tier runs the tiny Llama with the default model's tokenizer (downloaded once into
+# the cache). tests/unit/conftest.py and tests/smoke/conftest.py override these two fixtures
+# with models built in-process (`core.models.build_tiny_tokenizer`): no network, no model files.
+
+
 @pytest.fixture(scope="session")
 def tiny_model_path() -> str:
     from core.models import build_tiny_model, cache_dir

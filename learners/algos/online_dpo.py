@@ -24,7 +24,7 @@ from pydantic import Field
 
 from core.protocol import BatchExtras, Rollouts, RolloutTensors, Scores, TrainBatch, pair_rows
 from learners.algos.base import AlgoConfig, Algorithm, Needs
-from learners.losses import Normaliser, preference_loss, sequence_logprobs
+from learners.losses import Normaliser, preference_loss, preference_margin, sequence_logprobs
 
 
 def pair_preferences(scores: Scores, rows: np.ndarray) -> np.ndarray:
@@ -95,7 +95,7 @@ class OnlineDPO(Algorithm):
         weight = batch.extras.pair_weight[0::2]
         n = max(norm.num_seqs, 1)
         with torch.no_grad():
-            margin = self.cfg.beta * ((seq[0::2] - ref[0::2]) - (seq[1::2] - ref[1::2]))
+            margin = preference_margin(seq[0::2], seq[1::2], ref[0::2], ref[1::2], self.cfg.beta)
             metrics = {"train/reward_margin": (weight * margin).sum() / n,
                        "train/pref_accuracy": (weight * (margin > 0).float()).sum() / n,
                        "train/kl": masked_seq_kl(seq, ref, norm)}

@@ -10,7 +10,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 LAYERS = ("core", "rewards", "learners", "actors", "cluster", "apps")

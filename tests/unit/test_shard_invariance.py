@@ -5,7 +5,6 @@ from torch.testing import assert_close
 
 from core.protocol import TrainBatch
 from learners.algos.grpo import GRPO, GRPOConfig
-from learners.engine import num_micro_batches
 
 
 def _batch(b=6, r=5, seed=0):
@@ -54,10 +53,3 @@ def test_micro_batches_also_sum_to_the_shard_loss():
     offsets = [0, 1, 3, 4, 6]
     total = sum(algo.loss(p, logprobs[a:b], norm)[0] for p, a, b in zip(parts, offsets, offsets[1:]))
     assert_close(total, whole)
-
-
-def test_micro_batch_count_is_rank_uniform_and_never_empty():
-    # shards of 3 and 2 rows, micro-batch size 1: ceil(3/1) = 3 would leave rank 1 an empty one
-    assert num_micro_batches([3, 2], 1) == 2
-    assert num_micro_batches([8, 8], 4) == 2
-    assert num_micro_batches([9, 8], 4) == 3

@@ -1,0 +1,225 @@
+"""Property tests of the bounded-staleness loop: the real Controller over simulated actors.
+
+The simulated rollout actors keep Ray's one guarantee the pipeline relies on — each actor runs
+its calls in the order they were sent — and nothing else: which actor runs next, how chunks are
+assigned, and how far generation gets while the learner trains are all drawn by hypothesis.
+"""
+from __future__ import annotations
+
+import random
+from collections import deque
+from dataclasses import dataclass, field
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from cluster.recipe import load_recipe
+from cluster.controller import Controller, Roles
+from core.data import PromptStream
+from cluster.pipeline import RolloutPipeline, check_staleness
+from core.protocol import Prompts, Rollouts, Scores, TermScores
+from learners.algos.registry import build_algorithm
+from tests.helpers import make_rollouts
+
+
+@dataclass
+class Call:
+    kind: str  # "generate" | "reload"
+    payload: object
+    done: bool = False
+    result: object = None
+
+
+@dataclass
+class SimActor:
+    queue: deque = field(default_factory=deque)
+    version: int = 0
+    generated_with: list[int] = field(default_factory=list)
+
+    def run_next(self) -> None:
+        call = self.queue.popleft()
+        if call.kind == "reload":
+            self.version = call.payload
+        else:
+            prompts, n = call.payload
+            self.generated_with.append(self.version)
+            call.result = _rollouts(prompts, n, self.version)
+        call.done = True
+
+
+def _rollouts(prompts: Prompts, n: int, version: int) -> Rollouts:
+    rows = [g for g in range(len(prompts)) for _ in range(n)]
+    ids = [np.array([1, 2, 3])] * len(rows)
+    return make_rollouts(rows, prompt_ids=[prompts.token_ids[g] for g in rows], response_ids=ids,
+                         rollout_logprobs=[np.zeros(3, dtype=np.float32)] * len(rows), response_texts=["x"] * len(rows),
+                         policy_versions=np.full(len(rows), version), prompt_texts=[prompts.ids[g] for g in rows],
+                         answers=["0"] * len(rows))
+
+
+class SimRollouts:
+    def __init__(self, num_actors: int, rng: random.Random):
+        self.actors = [SimActor() for _ in range(num_actors)]
+        self.rng = rng
+        self.last_reload_s = 0.0
+
+    def _progress(self, until: Call | None = None, budget: int | None = None) -> None:
+        """Run the head call of randomly chosen busy actors (until `until` is done / budget spent)."""
+        while (until is None or not until.done) and (budget is None or budget > 0):
+            busy = [a for a in self.actors if a.queue]
+            if not busy:
+                assert until is None, "waiting for a call that was never queued"
+                return
+            self.rng.choice(busy).run_next()
+            budget = None if budget is None else budget - 1
+
+    def submit(self, prompts: Prompts, spec, chunk_prompts):
+        size = chunk_prompts or -(-len(prompts) // len(self.actors))
+        calls = []
+        for lo in range(0, len(prompts), size):
+            call = Call("generate", (prompts.select(list(range(lo, min(lo + size, len(prompts))))), spec.n))
+            self.rng.choice(self.actors).queue.append(call)
+            calls.append((lo, call))
+        return SimPending(self, calls)
+
+    def start_load_weights(self, version: int) -> None:
+        for a in self.actors:
+            a.queue.append(Call("reload", version))
+
+
+@dataclass
+class SimPending:
+    group: SimRollouts
+    calls: list
+
+    def result(self) -> Rollouts:
+        for _, call in self.calls:
+            self.group._progress(until=call)
+        return Rollouts.concat([c.result for _, c in self.calls], [lo for lo, _ in self.calls])
+
+
+class SimRewards:
+    def __init__(self):
+        self.scored_prompts: list[str] = []  # prompt ids in the order steps consumed them
+
+    def submit(self, pending):
+        return SimScores(pending, self)
+
+    def state(self) -> dict:
+        return {"scored": list(self.scored_prompts)}
+
+    def load_state(self, state: dict) -> None:
+        self.scored_prompts = list(state["scored"])
+
+
+@dataclass
+class SimScores:
+    pending: SimPending
+    group: SimRewards
+
+    def result(self) -> Scores:
+        rollouts = self.pending.result()
+        self.group.scored_prompts += [t for i, t in enumerate(rollouts.prompt_texts) if i % 2 == 0]
+        values = np.array([hash(t) % 3 for t in rollouts.prompt_texts], dtype=float) + np.arange(len(rollouts)) % 2
+        raw = TermScores(terms={"r": values}, errors=[None] * len(rollouts))
+        return Scores(values=values, terms=raw.terms, errors=raw.errors)
+
+
+class SimLearners:
+    """The update lets the rollout actors make progress meanwhile, as real ones would."""
+
+    def __init__(self, rollouts: SimRollouts, rng: random.Random):
+        self.rollouts, self.rng, self.trained_on = rollouts, rng, []
+
+    def update(self, batch, algorithm, max_new_tokens):
+        self.rollouts._progress(budget=self.rng.randint(0, 6))
+        return {"loss/policy": 0.0}
+
+
+class SimSync:
+    def __init__(self, rollouts: SimRollouts):
+        self.rollouts = rollouts
+        self.last_reload_s = 0.0
+
+    def start(self, version: int) -> None:
+        self.rollouts.start_load_weights(version)
+
+    def finish(self) -> None:
+        self.rollouts._progress()
+
+
+class SilentLogger:
+    def samples_table(self, *args): pass
+    def log(self, *args): pass
+
+
+def _controller(k: int, sync_every: int, actors: int, chunk: int | None, steps: int, seed: int):
+    cfg = load_recipe("recipes/grpo_arith.yaml", [
+        f"train.max_staleness={k}", f"train.sync_every={sync_every}", f"train.steps={steps}",
+        "train.prompts_per_step=3", "algo.group_size=2", f"rollout.num_workers={actors}",
+        f"rollout.chunk_prompts={'null' if chunk is None else chunk}"])
+    prompts = Prompts(ids=[f"p{i}" for i in range(7)], texts=[f"p{i}" for i in range(7)],
+                      token_ids=[np.array([5, i]) for i in range(7)], answers=["0"] * 7)
+    rng = random.Random(seed)
+    rollouts = SimRollouts(actors, rng)
+    roles = Roles(rollouts=rollouts, rewards=SimRewards(), learners=SimLearners(rollouts, rng),
+                  reference=None, sync=SimSync(rollouts))
+    return Controller(cfg, roles, build_algorithm(cfg.algo), prompts, prompts, 0, SilentLogger()), prompts
+
+
+@settings(max_examples=60, deadline=None)
+@given(k=st.integers(0, 3), sync_every=st.integers(1, 3), actors=st.integers(1, 3),
+       chunk=st.one_of(st.none(), st.integers(1, 3)), steps=st.integers(1, 9),
+       cut=st.integers(0, 9), seed=st.integers(0, 2**16))
+def test_staleness_bound_order_and_versions_hold_for_any_schedule(k, sync_every, actors, chunk, steps, cut, seed):
+    controller, prompts = _controller(k, sync_every, actors, chunk, steps, seed)
+    bound = k + sync_every - 1
+    cut = min(cut, steps)
+    # The loop stops after `cut` steps with rollouts in flight and restarts as a new controller
+    # with new rollout actors from its state (as `train.resume` does): nothing is lost or repeated.
+    runs = []
+    for segment in (range(cut), range(cut, steps)):
+        if segment.start > 0:
+            state = controller.state(segment.start, wall_s=0.0)
+            controller, _ = _controller(k, sync_every, actors, chunk, steps, seed + 1)
+            controller.restore(state)
+        runs.append(controller)
+        for step in segment:
+            metrics = controller.train_step(step)
+            assert 0 <= metrics["async/staleness"] <= bound
+            assert metrics["async/in_flight"] <= k + sync_every - 1
+    stream = PromptStream(prompts, controller.cfg.train.seed)
+    expected = [i for _ in range(steps) for i in stream.next_batch(3).ids]
+    assert controller.samples_seen == steps * 3 * 2
+    # Versions seen by each actor never go back.
+    for run in runs:
+        for actor in run.roles.rollouts.actors:
+            assert actor.generated_with == sorted(actor.generated_with)
+    assert controller.pipeline.next_step == steps and len(controller.pipeline) == 0
+    assert controller.roles.rewards.scored_prompts == expected
+
+
+def test_synchronous_loop_trains_every_step_on_the_newest_weights():
+    controller, _ = _controller(k=0, sync_every=1, actors=2, chunk=1, steps=5, seed=0)
+    assert [controller.train_step(s)["async/staleness"] for s in range(5)] == [0.0] * 5
+
+
+def test_staleness_reaches_k_when_generation_runs_ahead():
+    # Actors finish every queued call as soon as the learner trains: step s uses version s - k.
+    controller, _ = _controller(k=2, sync_every=1, actors=1, chunk=None, steps=6, seed=0)
+    controller.roles.learners.rng = random.Random(0)
+    controller.roles.learners.update = lambda *a: (controller.roles.rollouts._progress(), {})[1]
+    assert [controller.train_step(s)["async/staleness"] for s in range(6)] == [0.0, 1.0, 2.0, 2.0, 2.0, 2.0]
+
+
+def test_pipeline_refuses_to_pop_a_step_it_never_requested():
+    pipeline = RolloutPipeline(1, lambda step, version: step)
+    with pytest.raises(RuntimeError, match="never requested"):
+        pipeline.pop(0)
+
+
+def test_check_staleness_raises_outside_the_bound():
+    assert check_staleness(5, [4, 5], 1) == 1
+    with pytest.raises(RuntimeError, match="staleness 2 outside"):
+        check_staleness(5, [3, 5], 1)
