@@ -46,7 +46,7 @@ def main() -> None:
     model_path = resolve_model_path(cfg.model.path)
     start_ray(cfg, ["rollout", "learner"])
     try:
-        learners, rollouts = LearnerGroup(cfg, model_path), RolloutGroup(cfg, model_path)
+        learners, rollouts = LearnerGroup(cfg, model_path), RolloutGroup.for_recipe(cfg, model_path)
         syncs = {"shared memory": SharedMemorySync(learners, rollouts), "object store": ObjectStoreSync(learners, rollouts)}
         for sync in syncs.values():
             sync.sync(0)  # warm-up

@@ -85,9 +85,11 @@ def sequence_rewards(model, input_ids, attention_mask):
     position embeddings are not); right-padded rows already have them (and encoders such as
     RoBERTa offset their own). The model pools its score head at the last non-pad token.
     """
+    from core.ops import position_ids
+
     kwargs = {}
     if bool((attention_mask[:, 0] == 0).any()):
-        kwargs["position_ids"] = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+        kwargs["position_ids"] = position_ids(attention_mask.long())
     return model(input_ids=input_ids, attention_mask=attention_mask, **kwargs).logits[:, 0]
 
 
