@@ -66,7 +66,7 @@ class Controller:
         self.pipeline = RolloutPipeline(self.staleness_bound, self.request_rollouts)
 
     # -- phases ---------------------------------------------------------------------------
-    def request_rollouts(self, step: int, version: int) -> InFlight:
+    def request_rollouts(self, step: int) -> InFlight:
         """Generate (and, chunk by chunk as generations finish, score) one step's prompts."""
         r = self.cfg.rollout
         # No per-request seed: vLLM's CPU runner cannot rewind a seeded generator when a chunked

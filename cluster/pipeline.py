@@ -28,16 +28,16 @@ class InFlight:
 
 
 class RolloutPipeline:
-    def __init__(self, max_staleness: int, request: Callable[[int, int], InFlight]):
+    def __init__(self, max_staleness: int, request: Callable[[int], InFlight]):
         self.max_staleness = max_staleness
-        self.request = request  # (step, version) -> InFlight
+        self.request = request  # step -> InFlight
         self.queue: deque[InFlight] = deque()
         self.next_step = 0
 
     def fill(self, version: int, last_step: int) -> None:
         """Request every step that the staleness bound allows with `version` queued: s ≤ version + k."""
         while self.next_step < last_step and self.next_step <= version + self.max_staleness:
-            self.queue.append(self.request(self.next_step, version))
+            self.queue.append(self.request(self.next_step))
             self.next_step += 1
 
     def pop(self, step: int) -> InFlight:

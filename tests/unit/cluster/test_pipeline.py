@@ -214,7 +214,7 @@ def test_staleness_reaches_k_when_generation_runs_ahead():
 
 
 def test_pipeline_refuses_to_pop_a_step_it_never_requested():
-    pipeline = RolloutPipeline(1, lambda step, version: step)
+    pipeline = RolloutPipeline(1, lambda step: step)
     with pytest.raises(RuntimeError, match="never requested"):
         pipeline.pop(0)
 
