@@ -64,7 +64,8 @@ def cmd_serve_reward(args) -> int:
     """Serve one registered reward over HTTP until interrupted (apps/reward_server.py)."""
     from apps.reward_server import serve_from_cli
 
-    return serve_from_cli(args.target, args.overrides, args.host, args.port, args.token, args.no_auth)
+    return serve_from_cli(args.target, args.overrides, args.host, args.port, args.token, args.token_file,
+                          args.no_auth)
 
 
 def cmd_train_rm(args) -> int:
@@ -115,7 +116,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("overrides", nargs="*", help="key=value settings, e.g. args.extract=math_verify max_batch=64")
     r.add_argument("--host", help="bind address (default 127.0.0.1)")
     r.add_argument("--port", type=int, help="port (default 8765)")
-    r.add_argument("--token", help="bearer token (default: $REWARDFLOW_REWARD_TOKEN)")
+    r.add_argument("--token-file", metavar="PATH",
+                   help="file holding the bearer token, readable by its owner only (default: $REWARDFLOW_REWARD_TOKEN)")
+    r.add_argument("--token", help="bearer token (visible in the process list: prefer --token-file)")
     r.add_argument("--no-auth", action="store_true", help="serve without a token (loopback hosts only)")
     r.set_defaults(fn=cmd_serve_reward)
     return p

@@ -16,7 +16,7 @@ from pathlib import Path
 from pydantic import Field, model_validator
 
 from cluster.recipe import ClusterConfig, ModelConfig, RoleConfig
-from core.config import ConfigError, Section, load_config
+from core.config import ConfigError, Section, load_config, make_output_dir
 from core.preference_data import (ArithmeticPrefsConfig, PreferencePair, arithmetic_preferences,
                                   pairs_from_samples, read_pairs, write_pairs)
 
@@ -92,8 +92,7 @@ def sample_policy(rows: list, prefs: ArithmeticPrefsConfig, path: str, cfg: Trai
     from rewards.math_correct import MathCorrect, MathCorrectConfig
 
     spec = prefs.sampled
-    prompts = render_prompts(rows, load_tokenizer(path), TaskConfig(instruction=prefs.instruction),
-                             max_prompt_len=10**6)
+    prompts = render_prompts(rows, load_tokenizer(path), TaskConfig(instruction=prefs.instruction))
     max_len = max(len(ids) for ids in prompts.token_ids) + spec.max_new_tokens
     one_worker = cfg.learner.model_copy(update={"num_workers": 1})
     group = RolloutGroup(one_worker, cfg.cluster.placement_strategy, path, max_len, seed=cfg.seed)
@@ -173,12 +172,11 @@ def train_rm(cfg: TrainRMConfig) -> dict:
 
     started = time.perf_counter()
     model_path = resolve_model_path(cfg.model.path)
-    out_dir = Path(cfg.output_dir).resolve()
     sampled = cfg.data.arithmetic.sampled if cfg.data.arithmetic is not None else None
     if sampled is not None:
         policy_path = resolve_model_path(sampled.policy, "data.arithmetic.sampled.policy")
     train, held_out = load_pairs(cfg.data, cfg.seed)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = make_output_dir(cfg.output_dir, "output_dir")
     address = start_ray(cfg, ["learner"])
     try:
         # Held-out sets by name: "eval" (the built or given pairs), "eval_sampled" (policy samples).

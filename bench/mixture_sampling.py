@@ -33,7 +33,7 @@ def prompts_for(model_path: str, n: int):
     from core.models import load_tokenizer
 
     rows, _ = load_rows(TaskConfig())
-    return render_prompts(rows[:n], load_tokenizer(model_path), TaskConfig(), 256)
+    return render_prompts(rows[:n], load_tokenizer(model_path), TaskConfig())
 
 
 def time_vllm(model_path: str, prompts, max_new: int) -> tuple[float, int]:

@@ -1,24 +1,46 @@
 """Run checkpoints: what a restarted loop needs to continue where the last one stopped.
 
     <output_dir>/checkpoints/step_<N>/
-        state.json   the loop's state after N steps (cluster.controller.Controller.state) + recipe
-        learner/     DeepSpeed checkpoint of the policy: weights, optimiser, scheduler (every rank)
-        critic/      the same for the value model, when the algorithm has one
+        state.json     the loop's state after N steps (cluster.controller.Controller.state) + recipe
+        learner/       DeepSpeed checkpoint of the policy: weights, optimiser, scheduler (every rank)
+        critic/        the same for the value model, when the algorithm has one
+        manifest.json  every other file's size and SHA-256, signed (HMAC-SHA256) with this user's key
 
 A checkpoint is written under a temporary name and renamed when complete, so a crash while
 saving never leaves a directory that looks resumable. The ranks write to one path: on several
 nodes it must be a shared filesystem.
+
+DeepSpeed loads its checkpoints with `torch.load(weights_only=False)` (DESIGN.md §8): a planted
+file in a checkpoint is code run by every learner rank. So `train.resume` accepts only what a run
+of this user wrote: `commit` signs the manifest with a key kept outside every run directory
+(`<cache_dir>/checkpoint.key`, 32 random bytes, mode 0600, made once), and `resolve_resume`
+checks the signature and every file's digest before Ray starts, without unpickling anything. A
+checkpoint with a missing or forged manifest, or with a file added, removed or changed, is refused
+with one line. Caveats: the driver signs and verifies, so the key lives on the driver's machine
+(resuming from another machine needs the same key there) and the driver must see the ranks' files,
+i.e. `output_dir` on a shared filesystem; the check is made once, before the ranks load, so it
+does not stop someone who can write to `output_dir` while the resumed run starts.
 """
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import os
+import secrets
 import shutil
 from pathlib import Path
 
 from cluster.recipe import ConfigError, RecipeConfig, dump_recipe
+from core.models import cache_dir
 
 STATE = "state.json"
+MANIFEST = "manifest.json"
+KEY_FILE = "checkpoint.key"
+KEY_BYTES = 32
+# What Controller.restore reads from state.json, besides the recipe.
+STATE_KEYS = ("step", "prompts_consumed", "samples_seen", "rewards", "eval_accuracy_before",
+              "accuracy_curve", "wall_s")
 # Settings a resumed run must share with the run it continues: they decide which prompts the
 # remaining steps draw and what the saved optimiser state belongs to.
 MUST_MATCH = ("model.path", "task", "algo.name", "train.seed", "train.prompts_per_step")
@@ -46,9 +68,10 @@ def begin(root: Path, steps_done: int) -> Path:
 
 
 def commit(tmp: Path, state: dict, cfg: RecipeConfig) -> Path:
-    """Write the state, publish the checkpoint under its final name, drop the oldest beyond
-    `train.keep_checkpoints`."""
+    """Write the state and the signed manifest, publish the checkpoint under its final name, drop
+    the oldest beyond `train.keep_checkpoints`."""
     (tmp / STATE).write_text(json.dumps({**state, "recipe": dump_recipe(cfg)}, indent=2))
+    write_manifest(tmp, checkpoint_key(create=True))
     final = tmp.with_name(tmp.name.removesuffix(".tmp"))
     shutil.rmtree(final, ignore_errors=True)
     os.replace(tmp, final)
@@ -57,15 +80,124 @@ def commit(tmp: Path, state: dict, cfg: RecipeConfig) -> Path:
     return final
 
 
+# -- signing --------------------------------------------------------------------------------
+
+def key_path() -> Path:
+    return cache_dir() / KEY_FILE
+
+
+def checkpoint_key(create: bool = False) -> bytes | None:
+    """This user's checkpoint signing key; made (atomically, mode 0600) when absent and `create`,
+    else None when absent. Raises ConfigError for a key other users can read or a damaged one."""
+    path = key_path()
+    if create and not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{KEY_FILE}.{os.getpid()}.{secrets.token_hex(4)}")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(secrets.token_bytes(KEY_BYTES))
+        try:
+            os.link(tmp, path)  # never replaces a key another process made meanwhile
+        except FileExistsError:
+            pass
+        finally:
+            tmp.unlink()
+    if not path.exists():
+        return None
+    if path.stat().st_mode & 0o077:
+        raise ConfigError(f"checkpoint key {path} is accessible to other users; chmod 600 it")
+    key = path.read_bytes()
+    if len(key) != KEY_BYTES:
+        raise ConfigError(f"checkpoint key {path} is damaged ({len(key)} bytes, expected {KEY_BYTES})")
+    return key
+
+
+def _sha256(path: Path) -> str:
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()  # streamed in chunks
+
+
+def _files(ckpt: Path) -> dict[str, Path]:
+    """Every entry under `ckpt` but the manifest, by POSIX path relative to it. Links and other
+    non-regular entries are listed too, so that verification refuses them."""
+    found = {}
+    for dirpath, dirnames, filenames in os.walk(ckpt):
+        here = Path(dirpath)
+        for name in filenames + [d for d in dirnames if (here / d).is_symlink()]:
+            rel = (here / name).relative_to(ckpt).as_posix()
+            if rel != MANIFEST:
+                found[rel] = here / name
+    return found
+
+
+def _sign(key: bytes, files: dict) -> str:
+    body = json.dumps(files, sort_keys=True, separators=(",", ":")).encode()
+    return hmac.new(key, body, hashlib.sha256).hexdigest()
+
+
+def write_manifest(ckpt: Path, key: bytes) -> None:
+    files = {rel: {"size": p.stat().st_size, "sha256": _sha256(p)} for rel, p in sorted(_files(ckpt).items())}
+    (ckpt / MANIFEST).write_text(json.dumps({"files": files, "hmac": _sign(key, files)}, indent=1))
+
+
+def verify_manifest(ckpt: Path) -> None:
+    """Raises ConfigError naming the checkpoint, or its first offending file, unless every file
+    under `ckpt` is one its signed manifest lists, with that size and digest."""
+    why = "(not written by this run)"
+    try:
+        manifest = json.loads((ckpt / MANIFEST).read_text())
+        files, signature = manifest["files"], manifest["hmac"]
+    except FileNotFoundError:
+        raise ConfigError(f"train.resume: {ckpt} has no {MANIFEST} {why}") from None
+    except (OSError, ValueError, TypeError, KeyError):
+        raise ConfigError(f"train.resume: {ckpt}/{MANIFEST} is not a checkpoint manifest {why}") from None
+    key = checkpoint_key()
+    if key is None:
+        raise ConfigError(f"train.resume: {ckpt} cannot be checked: no checkpoint key at {key_path()} {why}")
+    if not isinstance(signature, str) or not hmac.compare_digest(_sign(key, files).encode(), signature.encode()):
+        raise ConfigError(f"train.resume: {ckpt}/{MANIFEST} is not signed with {key_path()} {why}")
+    present = _files(ckpt)
+    for rel in sorted(present.keys() | files.keys()):
+        if rel not in files:
+            raise ConfigError(f"train.resume: {ckpt}/{rel} is not in the checkpoint's manifest {why}")
+        if rel not in present:
+            raise ConfigError(f"train.resume: {ckpt}/{rel} is missing (listed in the checkpoint's manifest)")
+        p = present[rel]
+        if p.is_symlink() or not p.is_file() or p.stat().st_size != files[rel]["size"]:
+            raise ConfigError(f"train.resume: {ckpt}/{rel} does not match the checkpoint's manifest {why}")
+    for rel in sorted(files):  # sizes first: a changed size is found without reading gigabytes
+        if _sha256(present[rel]) != files[rel]["sha256"]:
+            raise ConfigError(f"train.resume: {ckpt}/{rel} does not match the checkpoint's manifest {why}")
+
+
+# -- resuming -------------------------------------------------------------------------------
+
 def _get(tree: dict, dotted: str):
     for key in dotted.split("."):
         tree = tree.get(key) if isinstance(tree, dict) else None
     return tree
 
 
+def read_state(ckpt: Path) -> dict:
+    """state.json of a checkpoint, with every key a restart reads; ConfigError otherwise."""
+    where = ckpt / STATE
+    try:
+        state = json.loads(where.read_text())
+    except (OSError, ValueError) as e:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        raise ConfigError(f"train.resume: {where} is not JSON ({e})") from None
+    if not isinstance(state, dict):
+        raise ConfigError(f"train.resume: {where} is not a JSON object")
+    missing = [k for k in (*STATE_KEYS, "recipe") if k not in state]
+    if missing:
+        raise ConfigError(f"train.resume: {where} lacks {', '.join(missing)}")
+    if not isinstance(state["recipe"], dict) or type(state["step"]) is not int or state["step"] < 0:
+        raise ConfigError(f"train.resume: {where} has a malformed step or recipe")
+    return state
+
+
 def resolve_resume(cfg: RecipeConfig) -> tuple[Path, dict] | None:
-    """(checkpoint directory, its state) for `train.resume`, checked against this recipe; None
-    when not resuming. Raises ConfigError with one line naming what is wrong."""
+    """(checkpoint directory, its state) for `train.resume`, checked against its signed manifest
+    and this recipe; None when not resuming. Raises ConfigError with one line naming what is wrong."""
     where = cfg.train.resume
     if where is None:
         return None
@@ -78,7 +210,8 @@ def resolve_resume(cfg: RecipeConfig) -> tuple[Path, dict] | None:
         path = Path(where).resolve()
         if not (path / STATE).is_file():
             raise ConfigError(f"train.resume: {where} is not a checkpoint directory (no {STATE})")
-    state = json.loads((path / STATE).read_text())
+    verify_manifest(path)
+    state = read_state(path)
     ours = dump_recipe(cfg)
     for key in MUST_MATCH:
         theirs, mine = _get(state["recipe"], key), _get(ours, key)

@@ -1,19 +1,23 @@
 """Build the roles of a recipe on a Ray cluster and run the controller."""
 from __future__ import annotations
 
+import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import ray
 
-from cluster.checkpoint import resolve_resume
-from cluster.recipe import RecipeConfig, dump_recipe
+from cluster.checkpoint import checkpoint_key, resolve_resume
 from cluster.controller import Controller, Roles, write_summary
-from core.data import load_rows, render_prompts
 from cluster.metrics import RunLogger
-from cluster.placement import ROLES, busy_seconds, node_ids, start_ray
+from cluster.placement import ROLES, busy_seconds, check_address, node_ids, start_ray
+from cluster.recipe import RecipeConfig, dump_recipe
+from core.config import make_output_dir
+from core.data import load_rows, render_prompts, truncate_prompts
+from core.models import load_checked_tokenizer, resolve_model_path
+from core.protocol import Prompts
 from learners.algos.registry import build_algorithm
-from core.models import load_tokenizer, resolve_model_path
 
 
 def build_roles(cfg: RecipeConfig, model_path: str, needs) -> Roles:
@@ -35,18 +39,45 @@ def build_roles(cfg: RecipeConfig, model_path: str, needs) -> Roles:
     )
 
 
+@dataclass(frozen=True)
+class RunInputs:
+    """What a run reads from outside, each piece checked before Ray starts."""
+
+    resume: tuple[Path, dict] | None
+    model_path: str
+    pad_id: int
+    train_prompts: Prompts
+    eval_prompts: Prompts
+    out_dir: Path
+
+
+def read_inputs(cfg: RecipeConfig) -> RunInputs:
+    """Checkpoint, prompt files, model and tokenizer, cluster address, output directory: any
+    problem is one ConfigError line, and the output directory is created only once all passed."""
+    resume = resolve_resume(cfg)
+    rows = load_rows(cfg.task)
+    model_path = resolve_model_path(cfg.model.path)
+    tokenizer = load_checked_tokenizer(model_path, "model.path")
+    prompts = []
+    for split, part in zip(("train", "eval"), rows):
+        rendered, cut = truncate_prompts(render_prompts(part, tokenizer, cfg.task), cfg.rollout.max_prompt_len)
+        if cut:
+            print(f"rewardflow: warning: {cut} of {len(part)} {split} prompts are longer than rollout.max_prompt_len="
+                  f"{cfg.rollout.max_prompt_len} tokens; their start is cut (the end, with the question, is kept)",
+                  file=sys.stderr, flush=True)
+        prompts.append(rendered)
+    check_address(cfg)
+    if cfg.train.checkpoint_every:
+        checkpoint_key(create=True)  # checkpoints are signed: an unusable key fails before Ray starts
+    out_dir = make_output_dir(cfg.train.output_dir, "train.output_dir")
+    return RunInputs(resume, model_path, tokenizer.pad_token_id, prompts[0], prompts[1], out_dir)
+
+
 def train(cfg: RecipeConfig) -> dict:
     """Run one recipe to completion; returns the summary also written to summary.json."""
     started = time.perf_counter()
-    resume = resolve_resume(cfg)  # a bad checkpoint is a one-line error before anything starts
-    model_path = resolve_model_path(cfg.model.path)
-    out_dir = Path(cfg.train.output_dir).resolve()
-    out_dir.mkdir(parents=True, exist_ok=True)
-    tokenizer = load_tokenizer(model_path)
-    train_rows, eval_rows = load_rows(cfg.task)
-    max_len = cfg.rollout.max_prompt_len
-    train_prompts = render_prompts(train_rows, tokenizer, cfg.task, max_len)
-    eval_prompts = render_prompts(eval_rows, tokenizer, cfg.task, max_len)
+    inputs = read_inputs(cfg)
+    resume, model_path, out_dir = inputs.resume, inputs.model_path, inputs.out_dir
     algorithm = build_algorithm(cfg.algo)
     needs = algorithm.needs()
     optional = {"reference": needs.reference, "critic": needs.critic}
@@ -57,8 +88,8 @@ def train(cfg: RecipeConfig) -> dict:
         logger = RunLogger(cfg.logging, dump_recipe(cfg), str(out_dir), cfg.train.steps)
         roles = build_roles(cfg, model_path, needs)
         startup_s = time.perf_counter() - started
-        controller = Controller(cfg, roles, algorithm, train_prompts, eval_prompts,
-                                tokenizer.pad_token_id, logger)
+        controller = Controller(cfg, roles, algorithm, inputs.train_prompts, inputs.eval_prompts,
+                                inputs.pad_id, logger)
         checksums_start = roles.rollouts.checksums()
         if resume is not None:
             path, state = resume

@@ -3,14 +3,31 @@ from __future__ import annotations
 
 import math
 import os
+import socket
 
 import ray
 from ray.util.placement_group import get_placement_group, placement_group, remove_placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
-from cluster.recipe import RecipeConfig, RoleConfig
+from cluster.recipe import ConfigError, RecipeConfig, RoleConfig
 
 ROLES = ("rollout", "reward", "reference", "learner", "critic")
+
+
+def check_address(cfg: RecipeConfig, timeout_s: float = 5.0) -> None:
+    """ConfigError (one line) when `cluster.address` / RAY_ADDRESS names a host:port where nothing
+    answers, instead of `ray.init` waiting for it."""
+    address = cfg.cluster.address or os.environ.get("RAY_ADDRESS")
+    if not address or address in ("auto", "local"):
+        return
+    key = "cluster.address" if cfg.cluster.address else "RAY_ADDRESS"
+    host, sep, port = address.split("://")[-1].rstrip("/").rpartition(":")
+    if not sep or not port.isdigit():
+        raise ConfigError(f"{key}: {address!r} is not host:port (e.g. 10.0.0.1:6379)")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
+    except OSError as e:
+        raise ConfigError(f"{key}: nothing answers at {host}:{port} ({e.strerror or type(e).__name__})") from None
 
 
 def requested_cpus(cfg: RecipeConfig, roles: list[str]) -> float:

@@ -15,6 +15,7 @@ import numpy as np
 from pydantic import Field, field_validator, model_validator
 
 from core.config import ConfigError, Section
+from core.prompt_files import answer_value, check_columns, prompt_value, read_records
 from core.protocol import Prompts
 
 # The arithmetic task's operators; preference data and step rewards parse the same questions.
@@ -111,37 +112,31 @@ def arithmetic_rows(cfg: ArithmeticConfig) -> tuple[list[Row], list[Row]]:
 
 
 def file_rows(cfg: FileTaskConfig) -> tuple[list[Row], list[Row]]:
-    """Rows from JSONL/Parquet via `datasets`; eval from `eval_path` or the last eval_size rows."""
-    train = _read_rows(cfg.path, cfg)
+    """Rows from a JSONL / JSON / Parquet file; eval from `eval_path` or the last eval_size rows."""
+    train = _read_rows(cfg.path, cfg, "task.file.path")
     if cfg.eval_path:
-        return train, _read_rows(cfg.eval_path, cfg)
+        return train, _read_rows(cfg.eval_path, cfg, "task.file.eval_path")
     if len(train) < 2:
         raise ConfigError(f"task.file.path: {cfg.path} has {len(train)} rows; need at least 2 to hold out an eval split")
     n_eval = min(cfg.eval_size, len(train) // 2)
     return train[:-n_eval], train[-n_eval:]
 
 
-def _read_rows(path: str, cfg: FileTaskConfig) -> list[Row]:
-    import datasets
-
-    p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"task.file.path: {path}: no such file")
-    kind = {".jsonl": "json", ".json": "json", ".parquet": "parquet"}.get(p.suffix)
-    if kind is None:
-        raise ConfigError(f"task.file.path: {path}: expected .jsonl, .json or .parquet")
-    ds = datasets.load_dataset(kind, data_files=str(p), split="train")
-    for col in (cfg.prompt_column, cfg.answer_column):
-        if col not in ds.column_names:
-            raise ConfigError(f"task.file: column {col!r} not in {path} (columns: {', '.join(ds.column_names)})")
-    return [Row(f"{p.name}:{i}", r[cfg.prompt_column], str(r[cfg.answer_column])) for i, r in enumerate(ds)]
+def _read_rows(path: str, cfg: FileTaskConfig, key: str) -> list[Row]:
+    """The file's rows, every prompt and answer checked (`core.prompt_files`)."""
+    records = read_records(path, key)
+    check_columns(records, {"task.file.prompt_column": cfg.prompt_column,
+                            "task.file.answer_column": cfg.answer_column}, path)
+    name = Path(path).name
+    return [Row(f"{name}:{i}", prompt_value(r[cfg.prompt_column], where, key),
+                answer_value(r[cfg.answer_column], where, key)) for i, (where, r) in enumerate(records)]
 
 
 def load_rows(cfg: TaskConfig) -> tuple[list[Row], list[Row]]:
     return arithmetic_rows(cfg.arithmetic) if cfg.kind == "arithmetic" else file_rows(cfg.file)
 
 
-def render_prompts(rows: list[Row], tokenizer, cfg: TaskConfig, max_prompt_len: int) -> Prompts:
+def render_prompts(rows: list[Row], tokenizer, cfg: TaskConfig) -> Prompts:
     """Apply the chat template; a prompt may be a string or a list of chat messages."""
     texts, ids = [], []
     for row in rows:
@@ -153,11 +148,17 @@ def render_prompts(rows: list[Row], tokenizer, cfg: TaskConfig, max_prompt_len: 
             messages = [{"role": "system", "content": cfg.system_prompt}, *messages]
         text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
         tok = tokenizer(text, add_special_tokens=False)["input_ids"]
-        if len(tok) > max_prompt_len:
-            tok = tok[-max_prompt_len:]  # keep the end: the question and the generation prompt
         texts.append(text)
         ids.append(np.asarray(tok, dtype=np.int64))
     return Prompts(ids=[r.id for r in rows], texts=texts, token_ids=ids, answers=[r.answer for r in rows])
+
+
+def truncate_prompts(prompts: Prompts, max_prompt_len: int) -> tuple[Prompts, int]:
+    """Prompts longer than `max_prompt_len` tokens lose their start: the end, with the question
+    and the generation prompt, is kept. Returns the prompts and how many were cut."""
+    ids = [t[-max_prompt_len:] if len(t) > max_prompt_len else t for t in prompts.token_ids]
+    cut = sum(len(t) > max_prompt_len for t in prompts.token_ids)
+    return Prompts(prompts.ids, prompts.texts, ids, prompts.answers), cut
 
 
 class PromptStream:

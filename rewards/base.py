@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import ClassVar
 
-from pydantic import BaseModel, ConfigDict
+from core.config import Section
 
 
 class Basis(str, Enum):
@@ -52,8 +52,8 @@ class Sample:
     num_tokens: int = 0  # response length in tokens
 
 
-class RewardConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class RewardConfig(Section):
+    """A reward's own `args` (frozen, unknown keys and non-finite numbers rejected)."""
 
 
 class Reward:
@@ -62,6 +62,9 @@ class Reward:
     summary: ClassVar[str] = ""
     # True when `example_config` needs a model or a server: its contract test is marked `cluster`.
     heavy_example: ClassVar[bool] = False
+    # True: its calls run in a worker process that a timeout kills (code that can run away
+    # holding the GIL, e.g. sympy; see rewards/isolation.py).
+    isolate_process: ClassVar[bool] = False
 
     def __init__(self, cfg: RewardConfig):
         self.cfg = cfg

@@ -17,8 +17,9 @@ from typing import Callable, Literal, Optional, Sequence
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, ValidationInfo, field_validator
+from pydantic import ValidationInfo, field_validator
 
+from core.config import Section
 from core.ops import group_normalize as _group_normalize_t
 
 EPS = 1e-6
@@ -135,10 +136,8 @@ def _valid_bounds(bounds: Bounds | None) -> Bounds | None:
     return bounds
 
 
-class TermCombineConfig(BaseModel):
+class TermCombineConfig(Section):
     """How one reward term enters the combined reward (the recipe's `rewards:` entries extend it)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: str
     weight: float = 1.0
@@ -157,10 +156,8 @@ class TermCombineConfig(BaseModel):
         return ref
 
 
-class CombineConfig(BaseModel):
+class CombineConfig(Section):
     """How the terms combine into one reward (the recipe's `reward.combine` section)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     kind: Literal["weighted_sum", "maxmin"] = "weighted_sum"
     # maxmin: reward group -> its terms; a term listed nowhere is a group of its own.

@@ -19,16 +19,16 @@ import os
 import threading
 from typing import Annotated, Literal, Protocol, Union
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
+
+from core.config import Section
 
 
 class JudgeBackend(Protocol):
     def complete(self, prompts: list[str], regex: str | None = None) -> list[str]: ...
 
 
-class _GenerationConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
+class _GenerationConfig(Section):
     max_tokens: int = Field(256, ge=1)
     temperature: float = Field(0.0, ge=0)
 

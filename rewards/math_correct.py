@@ -7,8 +7,10 @@ whole response is exploitable: a policy learns to restate the question ("To find
 add them") and math-verify evaluates the restated expression to the right answer.
 `extract: math_verify` keeps that behaviour for tasks whose answers are expressions.
 
-math-verify's own signal-based timeout is off: the reward actor runs rewards in worker threads
-and enforces its own timeout.
+sympy can run away on a crafted answer (`\\boxed{9^{9^{9}}}`: minutes holding the GIL), so the
+reward runs in a worker process that `IsolatedRunner`'s timeout kills (`isolate_process`).
+math-verify's own signal-based timeouts stay off: they only work in a main thread, and a timed-out
+comparison comes back as "wrong" where the runner's timeout records an error.
 """
 from __future__ import annotations
 
@@ -45,6 +47,13 @@ class MathCorrect(Reward):
     Config = MathCorrectConfig
     taxonomy = Taxonomy(Basis.RULE, Format.SCALAR, Expression.EXPLICIT, Granularity.SEQUENCE)
     summary = "final answer equals the reference (math-verify equivalence): verifiable tasks"
+    isolate_process = True
+
+    def __setstate__(self, state: dict) -> None:
+        """Unpickled in `IsolatedRunner`'s worker process: warm math-verify's LaTeX parser there
+        (its first parse fills ANTLR caches, 0.1-0.5 s) rather than in the first timed call."""
+        self.__dict__.update(state)
+        self.score(Sample("", "\\frac{1}{2}", "0.5"))
 
     def score(self, sample: Sample) -> float:
         gold = parse(sample.answer, parsing_timeout=None)

@@ -24,6 +24,8 @@ class RegexMatch(AnswerMatch):
     Config = RegexMatchConfig
     taxonomy = Taxonomy(Basis.RULE, Format.SCALAR, Expression.EXPLICIT, Granularity.SEQUENCE)
     summary = "answer matches the reference read as a regex: references that list accepted spellings"
+    # The pattern comes from the sample: a catastrophic one backtracks for minutes holding the GIL.
+    isolate_process = True
 
     def reference(self, sample: Sample) -> re.Pattern:
         try:

@@ -9,16 +9,17 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
+from core.config import Section
 from core.ops import pad_right
 from core.protocol import Rollouts, RolloutTensors, Scores, TrainBatch
 from learners.advantages import kl_penalized_token_rewards
 from learners.losses import Normaliser, aggregate, clipped_surrogate, kl_k3
 
 
-class AlgoConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class AlgoConfig(Section):
+    """An algorithm's `algo` section; each algorithm extends it with its own knobs."""
 
     name: str
     lr: float = Field(1e-6, gt=0)

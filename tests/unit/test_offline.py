@@ -16,7 +16,8 @@ def test_fetching_the_default_model_fails_loudly(name):
 
 
 def test_nothing_reaches_the_default_model_indirectly(tmp_path):
-    assert list(core.models.cache_dir().iterdir()) == []
+    # the checkpoint tests leave their signing key there; no model file may appear
+    assert [p.name for p in core.models.cache_dir().iterdir() if p.name != "checkpoint.key"] == []
     with pytest.raises(RuntimeError, match="unit tests must not download the default model"):
         core.models.resolve_model_path("default")
     with pytest.raises(RuntimeError, match="unit tests must not download the default model"):

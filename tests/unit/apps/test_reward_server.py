@@ -165,7 +165,7 @@ def test_start_up_errors_are_one_line(capsys, monkeypatch, tmp_path):
     assert main(["serve-reward", "math_correct", "args.extract=regex"]) == 2
     assert "args.extract: Input should be 'final_answer' or 'math_verify'" in capsys.readouterr().err
     assert main(["serve-reward", "math_correct", "--port", "1"]) == 2
-    assert capsys.readouterr().err == (f"rewardflow: error: serve-reward: no token; pass --token or set {TOKEN_ENV} "
+    assert capsys.readouterr().err == (f"rewardflow: error: serve-reward: no token; set {TOKEN_ENV} or pass --token-file "
                                        "(or --no-auth, loopback hosts only)\n")
     with pytest.raises(ConfigError, match="without a token is allowed on a loopback host only"):
         load_serve_config("math_correct", host="0.0.0.0", auth=False)

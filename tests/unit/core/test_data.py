@@ -41,7 +41,7 @@ def test_file_rows_jsonl_with_held_out_tail(tmp_path):
 
 def test_render_prompts_applies_chat_template(tokenizer):
     rows, _ = arithmetic_rows(ArithmeticConfig(train_size=2, eval_size=1))
-    prompts = render_prompts(rows, tokenizer, TaskConfig(instruction=" Be brief."), max_prompt_len=256)
+    prompts = render_prompts(rows, tokenizer, TaskConfig(instruction=" Be brief."))
     assert prompts.texts[0].endswith("<|im_start|>assistant\n")
     assert rows[0].question + " Be brief." in prompts.texts[0]
     assert tokenizer.decode(prompts.token_ids[0]) == prompts.texts[0]
@@ -49,7 +49,7 @@ def test_render_prompts_applies_chat_template(tokenizer):
 
 def test_prompt_stream_covers_every_prompt_each_epoch(tokenizer):
     rows, _ = arithmetic_rows(ArithmeticConfig(train_size=10, eval_size=2))
-    prompts = render_prompts(rows, tokenizer, TaskConfig(), 256)
+    prompts = render_prompts(rows, tokenizer, TaskConfig())
     stream = PromptStream(prompts, seed=0)
     first = stream.next_batch(5).ids + stream.next_batch(5).ids
     assert sorted(first) == sorted(prompts.ids)

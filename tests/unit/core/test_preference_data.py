@@ -29,7 +29,7 @@ def test_pairs_round_trip_and_bad_rows_are_named(tmp_path):
     pairs = arithmetic_preferences(ArithmeticPrefsConfig())[1][:3]
     assert read_pairs(write_pairs(pairs, tmp_path / "p.jsonl")) == pairs
     (tmp_path / "bad.jsonl").write_text('{"prompt": "q", "chosen": "a"}\n')
-    with pytest.raises(ConfigError, match=r"^data.train_path: .*bad.jsonl:1 lacks string field\(s\) rejected$"):
+    with pytest.raises(ConfigError, match=r"^data.train_path: .*bad.jsonl:1 lacks non-empty text field\(s\) rejected$"):
         read_pairs(tmp_path / "bad.jsonl")
 
 
