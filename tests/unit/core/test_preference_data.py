@@ -4,11 +4,17 @@ import random
 import pytest
 
 from core.config import ConfigError
-from core.data import Row
+from core.data import OPS, Row, operands
 from core.preference_data import (PHRASINGS, ArithmeticPrefsConfig, PreferencePair, arithmetic_preferences,
                                   pairs_from_samples, read_pairs, write_pairs)
 from rewards.base import Sample
 from rewards.math_correct import MathCorrect, MathCorrectConfig
+
+
+def _solve(prompt: str) -> str:
+    """The right answer of "What is a op b?<instruction>" by the task's own operator table."""
+    a, op, b = operands(prompt.split("?")[0] + "?")
+    return str(OPS[op](int(a), int(b)))
 
 
 def test_arithmetic_preferences_are_correct_vs_wrong_and_held_out():
@@ -20,7 +26,7 @@ def test_arithmetic_preferences_are_correct_vs_wrong_and_held_out():
     assert arithmetic_preferences(cfg) == (train, held_out)
     verify = MathCorrect(MathCorrectConfig())
     for p in train[:50] + held_out[:50]:
-        answer = str(eval(p.prompt.removeprefix("What is ").split("?")[0]))  # noqa: S307
+        answer = _solve(p.prompt)
         assert verify.score(Sample(p.prompt, p.chosen, answer)) == 1.0, p
         assert verify.score(Sample(p.prompt, p.rejected, answer)) == 0.0, p
 
@@ -42,7 +48,7 @@ def test_off_format_rejections_replace_a_share_of_train_pairs_only():
     verify = MathCorrect(MathCorrectConfig())
     for old, new in changed:
         assert (new.prompt, new.chosen) == (old.prompt, old.chosen)
-        answer = str(eval(new.prompt.removeprefix("What is ").split("?")[0]))  # noqa: S307
+        answer = _solve(new.prompt)
         assert verify.score(Sample(new.prompt, new.rejected, answer)) == 0.0, new
         assert answer not in new.rejected.split()
 
