@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shlex
 import sys
 
 from cluster.recipe import ConfigError, load_recipe
@@ -37,27 +36,22 @@ def cmd_setup(args) -> int:
 
 
 def cmd_submit(args) -> int:
-    """Validate locally, then run `rewardflow train` as a Ray job and follow its logs."""
-    load_recipe(args.recipe, args.overrides)
-    from ray.job_submission import JobStatus, JobSubmissionClient
+    """Validate locally, then run the recipe as a Ray job and follow its logs; or follow, query
+    or stop a submitted job (apps/submit.py)."""
+    from apps import submit
 
     address = args.address or os.environ.get("RAY_ADDRESS") or "http://127.0.0.1:8265"
-    client = JobSubmissionClient(address)
-    entry = shlex.join(["rewardflow", "train", os.path.abspath(args.recipe), *args.overrides])
-    job_id = client.submit_job(entrypoint=entry)
+    for action, job_id in (("follow", args.follow), ("status", args.status), ("stop", args.stop)):
+        if job_id is not None:
+            if args.recipe is not None:
+                raise ConfigError(f"submit --{action} takes a job id, not a recipe")
+            return getattr(submit, action)(address, job_id)
+    if args.recipe is None:
+        raise ConfigError("submit needs a recipe (or --follow / --status / --stop JOB_ID)")
+    load_recipe(args.recipe, args.overrides)
+    job_id = submit.submit(args.recipe, args.overrides, address)
     print(f"rewardflow: submitted {job_id} to {address}", flush=True)
-    if args.no_wait:
-        return 0
-    import asyncio
-
-    async def follow():
-        async for lines in client.tail_job_logs(job_id):
-            print(lines, end="", flush=True)
-
-    asyncio.run(follow())
-    status = client.get_job_status(job_id)
-    print(f"rewardflow: job {job_id} {status.value}")
-    return 0 if status == JobStatus.SUCCEEDED else 1
+    return 0 if args.no_wait else submit.follow(address, job_id)
 
 
 def cmd_serve_reward(args) -> int:
@@ -96,11 +90,13 @@ def build_parser() -> argparse.ArgumentParser:
     t.set_defaults(fn=cmd_train)
     s = sub.add_parser("setup", help="build the embedded default model in the cache")
     s.set_defaults(fn=cmd_setup)
-    j = sub.add_parser("submit", help="submit `rewardflow train` as a Ray job and follow it")
-    j.add_argument("recipe")
+    j = sub.add_parser("submit", help="run a recipe as a Ray job and follow it; or follow, query or stop a job")
+    j.add_argument("recipe", nargs="?")
     j.add_argument("overrides", nargs="*")
     j.add_argument("--address", help="Ray dashboard address (default: RAY_ADDRESS or http://127.0.0.1:8265)")
-    j.add_argument("--no-wait", action="store_true")
+    j.add_argument("--no-wait", action="store_true", help="print the job id and return")
+    for action in ("follow", "status", "stop"):
+        j.add_argument(f"--{action}", metavar="JOB_ID", help=f"{action} a submitted job")
     j.set_defaults(fn=cmd_submit)
     rw = sub.add_parser("rewards", help="inspect the reward registry")
     rw = rw.add_subparsers(dest="rewards_command", metavar="{list}", required=True)
@@ -140,6 +136,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"rewardflow: error: {e}", file=sys.stderr)
         return 2
     except FileNotFoundError as e:
+        if e.errno is not None and e.filename is None:  # the OS's, naming no input file: keep its traceback
+            raise
         print(f"rewardflow: error: {e}", file=sys.stderr)
         return 2
 

@@ -4,6 +4,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -106,3 +107,23 @@ def test_roles_placed_on_distinct_nodes_of_a_multi_node_cluster(ray_head, tiny_m
     assert placement["reference"] == [nodes["node_b"]]
     assert placement["reward"] == [nodes["head_node"]]
     assert len({nodes["node_a"], nodes["node_b"], nodes["head_node"]}) == 3
+
+
+def _rewardflow(*args: str, env: dict) -> subprocess.CompletedProcess:
+    return subprocess.run([str(BIN / "rewardflow"), *args], env=env, capture_output=True, text=True, timeout=600)
+
+
+def test_submit_stop_ends_a_running_job(ray_head, tiny_model_path, tmp_path):
+    address, env, _ = ray_head
+    proc = _rewardflow("submit", "recipes/grpo_arith.yaml", "--address", address, "--no-wait",
+                       *tiny_overrides(tiny_model_path, tmp_path / "stopped"), "train.steps=50", env=env)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    job_id = proc.stdout.strip().splitlines()[-1].split()[2]
+    stopped = _rewardflow("submit", "--stop", job_id, "--address", address, env=env)
+    assert stopped.returncode == 0 and stopped.stdout.strip() == f"rewardflow: job {job_id} stopping"
+    for _ in range(60):
+        status = _rewardflow("submit", "--status", job_id, "--address", address, env=env).stdout.strip()
+        if status.endswith(("STOPPED", "FAILED", "SUCCEEDED")):
+            break
+        time.sleep(2)
+    assert status == f"rewardflow: job {job_id} STOPPED"
