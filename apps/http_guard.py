@@ -45,7 +45,7 @@ class GuardedH11Protocol(H11Protocol):
     starting, else 408 and close; so must the rest of a body the app answered without reading.
     Headers over `max_header_bytes` (h11's incomplete-event limit, which uvicorn answers with 400)
     get 431. The body's own deadline is RequestGuard's: the app answers that one.
-    `protocol_for(cfg)` makes the subclass with a ServeConfig's limits."""
+    `protocol_for(read_timeout_s, max_header_bytes)` makes the subclass with a server's limits."""
 
     read_timeout_s = 10.0
     max_header_bytes = 16 << 10

@@ -75,6 +75,10 @@ def _file_task(name: str, *extra: str) -> list[str]:
     return ["task.kind=file", f"task.file.path={{in}}/{name}", *extra]
 
 
+def _pairs_file(name: str) -> list[str]:
+    return ["train-rm", RM, "data.arithmetic=null", f"data.train_path={{in}}/{name}"]
+
+
 # id -> (command words after the recipe's own words, the one line expected on stderr)
 CASES = {
     # recipe files
@@ -140,17 +144,17 @@ CASES = {
                                                               "task.file.eval_path={in}/badline.jsonl")],
                                   "task.file.eval_path: {in}/badline.jsonl:2: not valid JSON"),
     # preference files (train-rm)
-    "pairs-invalid-json-line": (["train-rm", RM, "data.arithmetic=null", "data.train_path={in}/pairs_badline.jsonl"],
+    "pairs-invalid-json-line": (_pairs_file("pairs_badline.jsonl"),
                                 "data.train_path: {in}/pairs_badline.jsonl:2 is not valid JSON"),
-    "pairs-missing-field": (["train-rm", RM, "data.arithmetic=null", "data.train_path={in}/pairs_missing.jsonl"],
+    "pairs-missing-field": (_pairs_file("pairs_missing.jsonl"),
                             "pairs_missing.jsonl:1 lacks non-empty text field(s) rejected"),
-    "pairs-not-utf8": (["train-rm", RM, "data.arithmetic=null", "data.train_path={in}/pairs_latin1.jsonl"],
+    "pairs-not-utf8": (_pairs_file("pairs_latin1.jsonl"),
                        "data.train_path: {in}/pairs_latin1.jsonl:1: not UTF-8 text"),
-    "pairs-empty-file": (["train-rm", RM, "data.arithmetic=null", "data.train_path={in}/pairs_empty.jsonl"],
+    "pairs-empty-file": (_pairs_file("pairs_empty.jsonl"),
                          "pairs_empty.jsonl holds no preference pairs"),
-    "pairs-row-is-a-list": (["train-rm", RM, "data.arithmetic=null", "data.train_path={in}/pairs_list.jsonl"],
+    "pairs-row-is-a-list": (_pairs_file("pairs_list.jsonl"),
                             "pairs_list.jsonl:1 is not a JSON object with prompt, chosen, rejected"),
-    "pairs-blank-chosen": (["train-rm", RM, "data.arithmetic=null", "data.train_path={in}/pairs_blank.jsonl"],
+    "pairs-blank-chosen": (_pairs_file("pairs_blank.jsonl"),
                            "pairs_blank.jsonl:1 lacks non-empty text field(s) chosen"),
     "rm-nan-lr": (["train-rm", RM, "lr=.nan"], "lr: Input should be a finite number"),
     "rm-output-under-a-file": (["train-rm", RM, "output_dir={in}/afile/rm"], "output_dir: {in}/afile/rm cannot be created"),
@@ -201,13 +205,11 @@ def test_bad_input_is_one_line_exit_2_and_creates_nothing(case, inputs, tiny_mod
     words, expected = CASES[case]
     out = tmp_path / "out"
     command = [_fill(w, inputs) for w in words]
+    # the tiny model and a fresh output directory, unless the case sets its own
+    defaults = {"train": {"model.path": tiny_model_path, "train.output_dir": out},
+                "train-rm": {"model.path": tiny_model_path, "output_dir": out}}.get(command[0], {})
     given = {w.split("=")[0] for w in command}
-    if command[0] == "train":
-        command += [f"{key}={value}" for key, value in (("model.path", tiny_model_path), ("train.output_dir", out))
-                    if key not in given]
-    if command[0] == "train-rm":
-        command += [f"{key}={value}" for key, value in (("model.path", tiny_model_path), ("output_dir", out))
-                    if key not in given]
+    command += [f"{key}={value}" for key, value in defaults.items() if key not in given]
     before = _snapshot(tmp_path)
 
     code = main(command)
