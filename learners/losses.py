@@ -82,6 +82,88 @@ def aggregate(values: torch.Tensor, mask: torch.Tensor, mode: str, norm: Normali
     raise ValueError(f"loss aggregation must be one of {AGGREGATIONS}, got {mode!r}")
 
 
+def truncated_is_weights(
+    log_ratio: torch.Tensor, mask: torch.Tensor, cap: float, band: tuple[float, float], norm: Normaliser
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Truncated importance sampling (Yao et al. 2025, "Your efficient RL framework secretly
+    brings you off-policy RL training"):   w_t = min(r_t, C).
+
+    log_ratio log r: [B, T]; returns (w [B, T], {train/is_truncated_frac: token mean of [r_t > C]}).
+    `band` is unused (one signature for every mode).
+    """
+    ratio = torch.exp(log_ratio)
+    return ratio.clamp(max=cap), {"train/is_truncated_frac": aggregate((ratio > cap).float(), mask, "token_mean", norm)}
+
+
+def icepop_weights(
+    log_ratio: torch.Tensor, mask: torch.Tensor, cap: float, band: tuple[float, float], norm: Normaliser
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """IcePop token masking (Ling Team 2025, "Every Step Evolves: Scaling Reinforcement Learning
+    for Trillion-Scale Thinking Model", Ring-1T):   w_t = M(r_t) = r_t if low ≤ r_t ≤ high else 0.
+
+    Tokens whose engines disagree too much get no gradient; the others are importance-weighted.
+    log_ratio log r: [B, T]; returns (w [B, T], {train/is_masked_frac: token mean of [r_t ∉ band]}).
+    `cap` is unused.
+    """
+    low, high = band
+    ratio = torch.exp(log_ratio)
+    keep = (ratio >= low) & (ratio <= high)
+    weights = torch.where(keep, ratio, torch.zeros_like(ratio))  # not ratio·keep: r = inf gives 0, not NaN
+    return weights, {"train/is_masked_frac": aggregate((~keep).float(), mask, "token_mean", norm)}
+
+
+def seq_mask_tis_weights(
+    log_ratio: torch.Tensor, mask: torch.Tensor, cap: float, band: tuple[float, float], norm: Normaliser
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Sequence-level masking, then token-level truncation (the geometric-mean rejection of
+    Liu et al. 2025, "When speed kills stability: demystifying RL collapse from the
+    training-inference mismatch", combined with TIS):
+
+        g_b = exp(Σ_t m·log r_t / Σ_t m)                    geometric mean over b's response
+        w_t = [low ≤ g_b ≤ high] · min(r_t, C)
+
+    log_ratio log r: [B, T] -> (w [B, T], {train/is_seq_masked_frac: sequences with g_b ∉ band / N_seqs,
+    train/is_truncated_frac: token mean of [r_t > C] over the kept sequences}).
+    A sequence with no response tokens has g = 1 (kept).
+    """
+    low, high = band
+    geo = torch.exp(masked_sum(log_ratio, mask, dim=-1) / mask.sum(-1).clamp(min=1))
+    keep = ((geo >= low) & (geo <= high)).unsqueeze(-1).float()  # [B, 1]
+    ratio = torch.exp(log_ratio)
+    seq_masked = (1.0 - keep).expand_as(mask)
+    return keep * ratio.clamp(max=cap), {
+        "train/is_seq_masked_frac": aggregate(seq_masked, mask, "seq_mean", norm),
+        "train/is_truncated_frac": aggregate(keep * (ratio > cap).float(), mask, "token_mean", norm)}
+
+
+IS_CORRECTIONS = {"tis": truncated_is_weights, "icepop": icepop_weights, "seq_mask_tis": seq_mask_tis_weights}
+
+
+def importance_weights(
+    old_logprobs: torch.Tensor, rollout_logprobs: torch.Tensor, mask: torch.Tensor, mode: str,
+    cap: float, band: tuple[float, float], norm: Normaliser,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Per-token weights correcting the rollout engine's mismatch and staleness (no gradient).
+
+        r_t = π_old(y_t) / π_rollout(y_t) = exp(old_logprobs − rollout_logprobs)
+        none:          w_t = 1
+        tis:           w_t = min(r_t, C)                                   (`truncated_is_weights`)
+        icepop:        w_t = r_t · [low ≤ r_t ≤ high]                      (`icepop_weights`)
+        seq_mask_tis:  w_t = [low ≤ (Π_t r_t)^(1/|y|) ≤ high] · min(r_t, C) (`seq_mask_tis_weights`)
+
+    old_logprobs (the learner's π_old before the update), rollout_logprobs, mask: [B, T];
+    cap C > 0; band (low, high). Returns (w [B, T], metrics: train/is_weight = token mean of w and
+    the mode's own fractions, each aggregated over the global batch by `norm`). Padding has r = 1.
+    """
+    if mode == "none":
+        return torch.ones_like(mask, dtype=old_logprobs.dtype), {}
+    if mode not in IS_CORRECTIONS:
+        raise ValueError(f"importance correction must be one of {('none', *IS_CORRECTIONS)}, got {mode!r}")
+    log_ratio = (old_logprobs - rollout_logprobs).detach() * mask
+    weights, metrics = IS_CORRECTIONS[mode](log_ratio, mask, cap, band, norm)
+    return weights, {"train/is_weight": aggregate(weights, mask, "token_mean", norm), **metrics}
+
+
 def clipped_value_loss(
     values: torch.Tensor, old_values: torch.Tensor, returns: torch.Tensor, clip: float | None
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -152,6 +234,33 @@ def preference_loss(
     if kind == "dpo":
         return -torch.nn.functional.logsigmoid(beta * h)
     return (h - 1.0 / (2.0 * beta)) ** 2
+
+
+def soft_preference_loss(
+    first_logps: torch.Tensor,
+    second_logps: torch.Tensor,
+    ref_first_logps: torch.Tensor,
+    ref_second_logps: torch.Tensor,
+    label: torch.Tensor,
+    beta: float,
+    kind: str,
+) -> torch.Tensor:
+    """Preference loss per pair against a target q = P(first ≻ second) ∈ [0, 1] (all [P] -> [P]).
+
+        ℓ_q = q · ℓ(first ≻ second) + (1 − q) · ℓ(second ≻ first),   ℓ = `preference_loss(kind)`
+
+    q = 1 is `preference_loss` itself (the hard label). q ~ Bernoulli(P) is online IPO's sampled
+    label (Calandriello et al. 2024), and q = P is its expectation (a soft label). With h the
+    log-ratio difference of first over second and a = 1/(2β):
+        dpo: ℓ_q = −q·log σ(βh) − (1 − q)·log σ(−βh), the cross-entropy of σ(βh) against q,
+             minimised at σ(βh) = q (conservative DPO, Mitchell 2023, is q = 1 − ε);
+        ipo: ℓ_q = q·(h − a)² + (1 − q)·(h + a)², minimised at h = (2q − 1)·a = (2q − 1)/(2β)
+             (Azar et al. 2023, eq. 17 with the expectation over labels kept).
+    q = ½ (a tie) is the symmetric loss minimised at h = 0: it pulls the two log-ratios together.
+    """
+    forward = preference_loss(first_logps, second_logps, ref_first_logps, ref_second_logps, beta, kind)
+    backward = preference_loss(second_logps, first_logps, ref_second_logps, ref_first_logps, beta, kind)
+    return label * forward + (1.0 - label) * backward
 
 
 def nash_md_loss(

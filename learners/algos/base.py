@@ -6,16 +6,22 @@ mixture sampling, judge); it never branches on an algorithm's name.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 import torch
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from core.config import Section
 from core.ops import pad_right
 from core.protocol import Rollouts, RolloutTensors, Scores, TrainBatch
 from learners.advantages import kl_penalized_token_rewards
-from learners.losses import Normaliser, aggregate, clipped_surrogate, kl_k3
+from learners.losses import (
+    Normaliser,
+    aggregate,
+    clipped_surrogate,
+    importance_weights,
+    kl_k3,
+)
 
 
 class AlgoConfig(Section):
@@ -27,14 +33,32 @@ class AlgoConfig(Section):
     mini_batches: int = Field(1, ge=1)  # optimiser steps per epoch over one step's batch
 
 
+# The importance-correction knobs each is_correction mode reads (changing another one is an error).
+IS_KNOBS = {"none": set(), "tis": {"is_cap"}, "icepop": {"is_band"}, "seq_mask_tis": {"is_cap", "is_band"}}
+
+
 class PolicyGradientConfig(AlgoConfig):
-    """Knobs of the clipped-surrogate algorithms (GRPO, RLOO, PPO, REINFORCE++)."""
+    """Knobs of the clipped-surrogate algorithms (GRPO, RLOO, PPO, REINFORCE++, ReMax)."""
 
     clip_eps: float = Field(0.2, gt=0)
-    # Truncated importance sampling: the ratio is taken against the learner's own logprobs before
-    # the update (π_old), and each token's loss is weighted by min(π_old / π_rollout, tis_cap),
-    # correcting the rollout engine's mismatch and staleness. None: ratio against π_rollout.
-    tis_cap: float | None = Field(None, gt=0)
+    # Importance correction of the rollout engine's mismatch and staleness (`importance_weights`):
+    # none takes the ratio against π_rollout; the others against the learner's own pre-update
+    # logprobs π_old, each token weighted from r = π_old/π_rollout, capped at `is_cap` (tis,
+    # seq_mask_tis) or zeroed outside `is_band` per token (icepop) or per sequence (seq_mask_tis).
+    is_correction: Literal["none", "tis", "icepop", "seq_mask_tis"] = "none"
+    is_cap: float = Field(2.0, gt=0)
+    is_band: tuple[float, float] = (0.5, 2.0)
+
+    @model_validator(mode="after")
+    def _is_knobs_fit_the_mode(self):
+        low, high = self.is_band
+        if not 0 < low < 1 < high:
+            raise ValueError(f"is_band must satisfy 0 < low < 1 < high, got {self.is_band}")
+        changed = {k for k in ("is_cap", "is_band") if getattr(self, k) != type(self).model_fields[k].default}
+        unused = sorted(changed - IS_KNOBS[self.is_correction])  # defaults pass: a dumped recipe reloads
+        if unused:
+            raise ValueError(f"{' and '.join(unused)}: no effect with is_correction={self.is_correction}")
+        return self
 
 
 @dataclass(frozen=True)
@@ -46,7 +70,7 @@ class Needs:
     mixture_sampling: bool = False
     mixture_coef: float = 0.5  # weight of the reference in the sampled mixture
     judge: bool = False
-    old_logprobs: bool = False  # the learner recomputes π_old before updating (tis_cap)
+    old_logprobs: bool = False  # the learner recomputes π_old before updating (is_correction)
     # One greedy response per prompt beside the sampled ones (`Rollouts.greedy`), scored like
     # them; `prepare` uses it (e.g. as a baseline) and leaves it out of the batch.
     greedy_sample: bool = False
@@ -101,25 +125,24 @@ class Algorithm:
 
 def clipped_policy_loss(
     batch: TrainBatch, logprobs: torch.Tensor, norm: Normaliser, clip_low: float, clip_high: float,
-    kl_coef: float, loss_agg: str, tis_cap: float | None = None,
+    kl_coef: float, loss_agg: str, is_correction: str = "none", is_cap: float = 2.0,
+    is_band: tuple[float, float] = (0.5, 2.0),
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """PPO-style clipped surrogate with `batch.advantages` ([B] or [B, T]), plus
-    kl_coef · k3(π, π_ref) per token when kl_coef > 0; aggregated by `loss_agg`.
+    """PPO-style clipped surrogate with `batch.advantages` ([B] or [B, T]), each token's term
+    times an importance weight w_t, plus kl_coef · k3(π, π_ref) per token when kl_coef > 0;
+    aggregated by `loss_agg`:   ℓ_t = w_t · L_clip(ρ_t, A) + kl_coef · k3_t.
 
-    Without `tis_cap`: ρ = π/π_rollout (the behaviour policy that sampled the tokens).
-    With it (decoupled PPO, Hilton et al. 2021, truncated as in Yao et al. 2025 "Your efficient
-    RL framework secretly brings you off-policy RL training"): ρ = π/π_old with π_old the
-    learner's logprobs before the update (`batch.old_logprobs`), and each token's
-    surrogate weighted by w = min(π_old/π_rollout, tis_cap) (no gradient through w).
+    is_correction none: ρ = π/π_rollout (the behaviour policy that sampled the tokens), w = 1.
+    Otherwise (decoupled PPO, Hilton et al. 2021): ρ = π/π_old with π_old the learner's logprobs
+    before the update (`batch.old_logprobs`), and w = `importance_weights` of r = π_old/π_rollout
+    (tis | icepop | seq_mask_tis, no gradient through w). Masked tokens keep their place in the
+    normaliser, as in IcePop's 1/|y| Σ_t: the driver counts tokens before π_old exists.
     """
     mask = batch.response_mask
-    old = batch.old_logprobs if tis_cap is not None else batch.rollout_logprobs
+    old = batch.rollout_logprobs if is_correction == "none" else batch.old_logprobs
+    weights, metrics = importance_weights(old, batch.rollout_logprobs, mask, is_correction, is_cap, is_band, norm)
     pg, clipped = clipped_surrogate(logprobs, old, batch.advantages, clip_low=clip_low, clip_high=clip_high)
-    metrics = {}
-    if tis_cap is not None:
-        weight = torch.exp(old - batch.rollout_logprobs).clamp(max=tis_cap).detach()
-        pg = pg * weight
-        metrics["train/tis_weight"] = aggregate(weight, mask, "token_mean", norm)
+    pg = pg * weights
     per_token = pg
     metrics.update({"loss/policy": aggregate(pg, mask, loss_agg, norm).detach(),
                     "train/clip_frac": aggregate(clipped, mask, "token_mean", norm)})

@@ -32,7 +32,7 @@ class GRPO(Algorithm):
 
     def needs(self) -> Needs:
         return Needs(samples_per_prompt=self.cfg.group_size, reference=self.cfg.kl_coef > 0,
-                     old_logprobs=self.cfg.tis_cap is not None)
+                     old_logprobs=self.cfg.is_correction != "none")
 
     def advantages(self, rewards: torch.Tensor, group_ids: torch.Tensor) -> torch.Tensor:
         """Sequence-level advantages [N]; the one thing group-baseline variants override."""
@@ -53,4 +53,4 @@ class GRPO(Algorithm):
     def loss(self, batch: TrainBatch, logprobs: torch.Tensor, norm: Normaliser):
         cfg = self.cfg
         return clipped_policy_loss(batch, logprobs, norm, cfg.clip_eps, cfg.clip_eps_high or cfg.clip_eps,
-                                   cfg.kl_coef, cfg.loss_agg, cfg.tis_cap)
+                                   cfg.kl_coef, cfg.loss_agg, cfg.is_correction, cfg.is_cap, cfg.is_band)

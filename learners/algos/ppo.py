@@ -48,7 +48,7 @@ class PPO(Algorithm):
 
     def needs(self) -> Needs:
         return Needs(samples_per_prompt=self.cfg.samples_per_prompt, reference=self.cfg.kl_coef > 0, critic=True,
-                     old_logprobs=self.cfg.tis_cap is not None)
+                     old_logprobs=self.cfg.is_correction != "none")
 
     def prepare(self, rollouts: Rollouts, scores: Scores, tensors: RolloutTensors):
         cfg = self.cfg
@@ -67,7 +67,7 @@ class PPO(Algorithm):
         cfg = self.cfg
         kl_coef = cfg.kl_coef if cfg.kl_mode == "loss" else 0.0
         return clipped_policy_loss(batch, logprobs, norm, cfg.clip_eps, cfg.clip_eps_high or cfg.clip_eps,
-                                   kl_coef, cfg.loss_agg, cfg.tis_cap)
+                                   kl_coef, cfg.loss_agg, cfg.is_correction, cfg.is_cap, cfg.is_band)
 
     def critic_loss(self, batch: TrainBatch, values: torch.Tensor, norm: Normaliser):
         mask = batch.response_mask

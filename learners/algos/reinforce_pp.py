@@ -34,7 +34,7 @@ class ReinforcePP(Algorithm):
 
     def needs(self) -> Needs:
         return Needs(samples_per_prompt=self.cfg.samples_per_prompt, reference=self.cfg.kl_coef > 0,
-                     old_logprobs=self.cfg.tis_cap is not None)
+                     old_logprobs=self.cfg.is_correction != "none")
 
     def prepare(self, rollouts: Rollouts, scores: Scores, tensors: RolloutTensors):
         cfg = self.cfg
@@ -47,5 +47,6 @@ class ReinforcePP(Algorithm):
         return tensors.batch(advantages), {}
 
     def loss(self, batch: TrainBatch, logprobs: torch.Tensor, norm: Normaliser):
-        return clipped_policy_loss(batch, logprobs, norm, self.cfg.clip_eps, self.cfg.clip_eps, 0.0,
-                                   self.cfg.loss_agg, self.cfg.tis_cap)
+        cfg = self.cfg
+        return clipped_policy_loss(batch, logprobs, norm, cfg.clip_eps, cfg.clip_eps, 0.0, cfg.loss_agg,
+                                   cfg.is_correction, cfg.is_cap, cfg.is_band)

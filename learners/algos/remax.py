@@ -44,7 +44,7 @@ class ReMax(Algorithm):
 
     def needs(self) -> Needs:
         return Needs(samples_per_prompt=self.cfg.samples_per_prompt, reference=self.cfg.kl_coef > 0,
-                     old_logprobs=self.cfg.tis_cap is not None, greedy_sample=True)
+                     old_logprobs=self.cfg.is_correction != "none", greedy_sample=True)
 
     def prepare(self, rollouts: Rollouts, scores: Scores, tensors: RolloutTensors):
         greedy = torch.as_tensor(rollouts.greedy, dtype=torch.bool)
@@ -58,4 +58,4 @@ class ReMax(Algorithm):
     def loss(self, batch: TrainBatch, logprobs: torch.Tensor, norm: Normaliser):
         cfg = self.cfg
         return clipped_policy_loss(batch, logprobs, norm, cfg.clip_eps, cfg.clip_eps, cfg.kl_coef, cfg.loss_agg,
-                                   cfg.tis_cap)
+                                   cfg.is_correction, cfg.is_cap, cfg.is_band)

@@ -10,8 +10,8 @@ their gradients concatenate to the global gradient (shard invariance).
 
 Nothing here branches on an algorithm's name: what the synthetic step carries (reference logprobs,
 critic values, greedy rows, π_old) follows the declared needs. Each algorithm runs as its recipe
-has it, and again with every optional config knob it has among `tis_cap` (π_old) and `kl_coef`
-(reference) switched on.
+has it, and again with each set of optional config knobs in OPTIONAL_KNOBS that it has
+(`is_correction`: π_old and importance weights, one set per mode; `kl_coef`: reference) switched on.
 """
 from __future__ import annotations
 
@@ -34,7 +34,14 @@ from tests.helpers import make_rollouts, make_scores
 RECIPES = Path(__file__).resolve().parents[2] / "recipes"
 NUM_PROMPTS = 5  # odd: two shards get unequal numbers of units, and a pair split by a wrong unit shows
 RESPONSE_LEN = 6  # longest response of the synthetic step
-OPTIONAL_KNOBS = {"tis_cap": 2.0, "kl_coef": 0.1}  # switched on where the algorithm's config has them
+# Each set switched on, as far as the algorithm's config has its knobs. The caps and bands are
+# tight, so that π_old's noise (`_batch`) truncates and masks some tokens and sequences.
+OPTIONAL_KNOBS = [
+    {"is_correction": "tis", "is_cap": 1.1, "kl_coef": 0.1},
+    {"is_correction": "icepop", "is_band": "[0.85,1.2]"},
+    {"is_correction": "seq_mask_tis", "is_cap": 1.1, "is_band": "[0.9,1.1]"},
+]
+LABELS = ("is_correction", "kl_coef")  # the knobs a variant's test id names
 
 
 def _recipe(name: str) -> Path:
@@ -45,9 +52,11 @@ def _variants() -> list:
     out = []
     for name in ALGORITHMS:
         out.append(pytest.param(name, (), id=name))
-        knobs = {k: v for k, v in OPTIONAL_KNOBS.items() if k in ALGORITHMS[name].Config.model_fields}
-        if knobs:
-            out.append(pytest.param(name, tuple(f"algo.{k}={v}" for k, v in knobs.items()), id=f"{name}+{'+'.join(knobs)}"))
+        for knob_set in OPTIONAL_KNOBS:
+            knobs = {k: v for k, v in knob_set.items() if k in ALGORITHMS[name].Config.model_fields}
+            if knobs:
+                label = "+".join(str(v) if k == "is_correction" else k for k, v in knobs.items() if k in LABELS)
+                out.append(pytest.param(name, tuple(f"algo.{k}={v}" for k, v in knobs.items()), id=f"{name}+{label}"))
     return out
 
 
@@ -196,6 +205,8 @@ def test_loss_is_a_finite_scalar_with_a_finite_gradient(name, overrides):
     loss, metrics = algo.loss(batch, logprobs, norm)
     assert loss.dim() == 0 and torch.isfinite(loss)
     assert all(torch.isfinite(torch.as_tensor(v)).all() for v in metrics.values()), metrics
+    # OPTIONAL_KNOBS' caps and bands bite: some tokens (sequences) are truncated or masked, not all
+    assert all(0 < v < 1 for k, v in metrics.items() if k.startswith("train/is_") and k.endswith("_frac")), metrics
     (grad,) = torch.autograd.grad(loss, logprobs)
     assert torch.isfinite(grad).all() and grad.abs().sum() > 0
     assert (grad[batch.response_mask == 0] == 0).all(), "padding got a gradient"

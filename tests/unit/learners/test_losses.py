@@ -1,5 +1,6 @@
 """Losses of learners/losses.py, computed by hand (arithmetic in the comments): the clipped
-surrogate, KL estimator and aggregation (GRPO), value loss, DPO / IPO and Nash-MD."""
+surrogate, KL estimator and aggregation (GRPO), importance corrections, value loss, DPO / IPO and
+Nash-MD."""
 import math
 
 import pytest
@@ -11,6 +12,7 @@ from learners.losses import (
     aggregate,
     clipped_surrogate,
     clipped_value_loss,
+    importance_weights,
     kl_k3,
     nash_md_loss,
     preference_loss,
@@ -65,6 +67,71 @@ def test_aggregate_modes(mode, expected):
 def test_aggregate_rejects_unknown_mode():
     with pytest.raises(ValueError, match="aggregation"):
         aggregate(torch.zeros(1, 1), torch.ones(1, 1), "sum", Normaliser(1, 1))
+
+
+# ---------------------------------------------------------------- importance corrections
+
+# r = π_old/π_rollout:  row 0 [.2/.8, .5/.5, .4/.1] = [.25, 1, 4];  row 1 [.6/.4, .6/.2] = [1.5, 3]
+# and a padding position whose logprobs are garbage (r would be e^55): masked, it counts as r = 1.
+IS_OLD = torch.log(torch.tensor([[0.2, 0.5, 0.4], [0.6, 0.6, 1.0]])) + torch.tensor([[0.0, 0, 0], [0, 0, 5.0]])
+IS_ROLLOUT = torch.log(torch.tensor([[0.8, 0.5, 0.1], [0.4, 0.2, 1.0]])) + torch.tensor([[0.0, 0, 0], [0, 0, -50.0]])
+IS_MASK = torch.tensor([[1.0, 1.0, 1.0], [1.0, 1.0, 0.0]])
+IS_NORM = Normaliser(num_tokens=5, num_seqs=2)
+
+
+def _is(mode):
+    return importance_weights(IS_OLD, IS_ROLLOUT, IS_MASK, mode, cap=2.0, band=(0.5, 2.0), norm=IS_NORM)
+
+
+def test_importance_weights_none_is_one_without_metrics():
+    weights, metrics = _is("none")
+    assert_close(weights, torch.ones(2, 3))
+    assert metrics == {}
+
+
+def test_importance_weights_tis_truncates_at_the_cap():
+    # w = min(r, 2): [.25, 1, 2], [1.5, 2, (pad r = 1) 1]
+    # truncated: r = 4 and r = 3 -> 2 of 5 tokens = .4;  token mean of w = (.25 + 1 + 2 + 1.5 + 2)/5 = 1.35
+    weights, metrics = _is("tis")
+    assert_close(weights, torch.tensor([[0.25, 1.0, 2.0], [1.5, 2.0, 1.0]]))
+    assert_close(metrics["train/is_truncated_frac"], torch.tensor(0.4))
+    assert_close(metrics["train/is_weight"], torch.tensor(1.35))
+    assert set(metrics) == {"train/is_weight", "train/is_truncated_frac"}
+
+
+def test_importance_weights_icepop_zeroes_tokens_outside_the_band():
+    # band [.5, 2]: keep r = 1 and r = 1.5 (w = r); r = .25, 4, 3 -> 0; pad r = 1 -> 1
+    # masked: 3 of 5 tokens = .6;  token mean of w = (1 + 1.5)/5 = .5
+    weights, metrics = _is("icepop")
+    assert_close(weights, torch.tensor([[0.0, 1.0, 0.0], [1.5, 0.0, 1.0]]))
+    assert_close(metrics["train/is_masked_frac"], torch.tensor(0.6))
+    assert_close(metrics["train/is_weight"], torch.tensor(0.5))
+    assert set(metrics) == {"train/is_weight", "train/is_masked_frac"}
+
+
+def test_importance_weights_seq_mask_tis_masks_by_geometric_mean_then_truncates():
+    # geometric means: row 0 (.25·1·4)^(1/3) = 1 (kept); row 1 (1.5·3)^(1/2) = √4.5 = 2.121 > 2 (masked)
+    # row 0: min(r, 2) = [.25, 1, 2]; row 1: 0 everywhere
+    # sequences masked 1/2;  truncated: r = 4 in row 0 -> 1 of 5 tokens = .2 (row 1's r = 3 was masked)
+    # token mean of w = (.25 + 1 + 2)/5 = .65
+    weights, metrics = _is("seq_mask_tis")
+    assert_close(weights, torch.tensor([[0.25, 1.0, 2.0], [0.0, 0.0, 0.0]]))
+    assert_close(metrics["train/is_seq_masked_frac"], torch.tensor(0.5))
+    assert_close(metrics["train/is_truncated_frac"], torch.tensor(0.2))
+    assert_close(metrics["train/is_weight"], torch.tensor(0.65))
+    assert set(metrics) == {"train/is_weight", "train/is_seq_masked_frac", "train/is_truncated_frac"}
+
+
+def test_importance_weights_icepop_survives_an_infinite_ratio():
+    # r = e^200 overflows to inf in float32: outside the band -> 0, not inf·0 = NaN
+    weights, _ = importance_weights(torch.tensor([[0.0, 0.0]]), torch.tensor([[-200.0, 0.0]]), torch.ones(1, 2),
+                                    "icepop", cap=2.0, band=(0.5, 2.0), norm=Normaliser(2, 1))
+    assert_close(weights, torch.tensor([[0.0, 1.0]]))
+
+
+def test_importance_weights_rejects_unknown_mode():
+    with pytest.raises(ValueError, match="importance correction"):
+        _is("clip")
 
 
 # ---------------------------------------------------------------- value loss, sequence logprobs
