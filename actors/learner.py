@@ -77,6 +77,51 @@ class LearnerActor(RankActor):
         weights = self.engine.named_weights(copy=False, names=None if bucket is None else self.buckets[bucket])
         return to_wire(weights) if self.rank == 0 else None
 
+    # -- the collective weight broadcast (core/collective.py): rank 0 sends --------------------
+    def weight_device(self) -> str:
+        return self.engine.device
+
+    def plan_weight_layouts(self, max_bytes: int) -> list:
+        """Rank 0: the byte layout of each export bucket (`plan_weight_buckets`), for the receivers."""
+        from core.collective import plan_layout
+
+        self.plan_weight_buckets(max_bytes)
+        return [plan_layout(self.engine.weight_specs(names)) for names in self.buckets]
+
+    def open_weight_group(self, world: int, timeout_s: float) -> tuple[str, int]:
+        """Rank 0: the broadcast group's store, on this node; where receivers join it."""
+        from core.collective import open_store
+
+        host, _ = self.address()
+        self.weight_store = open_store(host, world, timeout_s)
+        return host, self.weight_store.port
+
+    def join_weight_group(self, backend: str, layouts: list, world: int, timeout_s: float) -> None:
+        from core.collective import WeightSender, join_group
+
+        store, group = join_group(backend, self.weight_store, "", 0, 0, world, timeout_s)
+        self.sender = WeightSender(store, group, layouts, world - 1, self.engine.device, timeout_s)
+
+    def start_broadcast(self, version: int) -> None:
+        """Pack every bucket and hand it to the sender thread, which broadcasts it once every
+        receiver is ready; returns when the weights are packed, so training can go on (every rank
+        calls: ZeRO-3 gathers are collective)."""
+        sender = getattr(self, "sender", None)
+        if sender is not None:
+            sender.begin(version)
+        for index, names in enumerate(self.buckets):
+            weights = self.engine.iter_weights(names)
+            if sender is None:
+                for _ in weights:  # the other ranks take part in the gathers only
+                    pass
+            else:
+                sender.pack(index, weights)
+
+    def finish_broadcast(self) -> float | None:
+        """Rank 0: wait for the last broadcast (raises `WeightSyncError` naming unfinished ranks)."""
+        sender = getattr(self, "sender", None)
+        return sender.finish() if sender is not None else None
+
     def share_weights(self) -> dict | None:
         """Rank 0 moves its parameters into one shared-memory file and returns its descriptor
         (`learners/shared_weights.py`; ZeRO stage 0 in float32 on CPU, which updates them in

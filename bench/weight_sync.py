@@ -6,9 +6,12 @@ On a local Ray cluster with the default recipe's learner (DeepSpeed) and rollout
 interleaved in every repeat:
   shared memory: `SharedMemorySync.sync`, what the default (synchronous, one-node) recipe runs:
           the rollout actor reloads from rank 0's parameters in shared memory (driver wall time);
-  object store: `ObjectStoreSync.sync`, what the asynchronous loop and multi-node runs use:
-          rank 0 puts its weights in the object store in buckets, the rollout actor reloads them
-          as they arrive (driver wall time);
+  collective: `CollectiveSync.sync`, what `auto` takes wherever shared memory cannot be used
+          (asynchronous loop, several nodes, GPUs): rank 0 broadcasts its weights in buckets over
+          the run's gloo group, the rollout actor reloads each as it arrives (driver wall time);
+  object store: `ObjectStoreSync.sync` (`train.weight_sync: object_store`): rank 0 puts its
+          weights in the object store in buckets, the rollout actor reloads them as they
+          arrive (driver wall time);
   reload: the same weights exported again and, once every bucket is in the object store, one
           rollout-actor reload of them: the actor's own timing of that `reload_weights` pass over
           tensors already in hand (the baseline).
@@ -39,7 +42,7 @@ def main() -> None:
     from cluster.recipe import load_recipe
     from cluster.groups import LearnerGroup, RolloutGroup
     from cluster.placement import start_ray
-    from cluster.weight_sync import ObjectStoreSync, SharedMemorySync
+    from cluster.weight_sync import CollectiveSync, ObjectStoreSync, SharedMemorySync
     from core.models import resolve_model_path
 
     cfg = load_recipe(ROOT / "recipes/grpo_arith.yaml", overrides)
@@ -47,7 +50,9 @@ def main() -> None:
     start_ray(cfg, ["rollout", "learner"])
     try:
         learners, rollouts = LearnerGroup(cfg, model_path), RolloutGroup.for_recipe(cfg, model_path)
-        syncs = {"shared memory": SharedMemorySync(learners, rollouts), "object store": ObjectStoreSync(learners, rollouts)}
+        syncs = {"shared memory": SharedMemorySync(learners, rollouts),
+                 "collective": CollectiveSync(learners, rollouts, cfg.train.sync_timeout_s),
+                 "object store": ObjectStoreSync(learners, rollouts)}
         for sync in syncs.values():
             sync.sync(0)  # warm-up
         times: dict[str, list[float]] = {name: [] for name in [*syncs, "bare reload"]}
@@ -68,7 +73,8 @@ def main() -> None:
         f"| {label} | {np.mean(t):.3f} | {np.median(t):.3f} | {min(t):.3f} | {max(t):.3f} | "
         f"{np.mean(t) / np.mean(bare):.2f}x | {np.median(t) / np.median(bare):.2f}x |"
         for label, t in [("sync, shared memory (default recipe), driver wall", times["shared memory"]),
-                         ("sync, object store in buckets (async / multi-node), driver wall", times["object store"]),
+                         ("sync, collective (gloo) broadcast in buckets (async / multi-node / GPU), driver wall", times["collective"]),
+                         ("sync, object store in buckets, driver wall", times["object store"]),
                          ("bare vLLM reload inside the rollout actor (baseline)", bare)])
     text = f"""
 ## Weight sync vs bare vLLM reload ({datetime.date.today().isoformat()})

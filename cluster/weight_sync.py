@@ -5,13 +5,18 @@ stage 0, float32, CPU): rank 0's parameters live in a shared-memory file and rol
 from them in place, so nothing is copied before the reload (learners/shared_weights.py).
 `ObjectStoreSync` is the general path (asynchronous loop, several nodes): rank 0 puts its weights
 in the Ray object store once, in buckets, and every rollout actor reloads them in place,
-starting on the first bucket while rank 0 exports the next, so export and reload overlap. A
-collective (gloo / NCCL) broadcast path for several nodes and GPUs is not built yet; it would be
-one more `WeightSync` chosen by `make_weight_sync`. The wire format is `core/wire.py`.
+starting on the first bucket while rank 0 exports the next, so export and reload overlap (wire
+format: `core/wire.py`). `CollectiveSync`, what `auto` takes wherever shared memory cannot be
+used: a per-run process group between learner rank 0 and every rollout actor (gloo on CPU, NCCL
+when both ends are on GPUs), over which rank 0 broadcasts flat buckets that each actor reloads
+from as they arrive (core/collective.py); nothing goes through the object store.
 """
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+
+from core.collective import WeightSyncError
+from core.config import ConfigError
 
 
 class WeightSync(ABC):
@@ -75,10 +80,104 @@ class SharedMemorySync(WeightSync):
         return self.rollouts.last_reload_s
 
 
+class CollectiveSync(WeightSync):
+    """Rank 0 broadcasts to every rollout actor over the run's own process group.
+
+    `start` queues a receive on every actor (after the requests already sent to it, as the other
+    paths do) and has rank 0 pack its weights, which a sender thread broadcasts once every actor
+    is in its receive; the learner trains on meanwhile. A receiver that dies or fails, or a
+    transfer that outlasts `timeout_s`, becomes a `WeightSyncError` naming the actor.
+    """
+
+    name = "collective"
+
+    def __init__(self, learners, rollouts, timeout_s: float):
+        self.learners, self.rollouts, self.timeout_s = learners, rollouts, timeout_s
+        devices = {learners.weight_device(), *rollouts.weight_devices()}
+        self.backend = "nccl" if devices == {"cuda"} else "gloo"
+        if self.backend == "gloo" and devices != {"cpu"}:
+            raise ConfigError("train.weight_sync: collective needs the learner and rollout actors on the same "
+                              f"kind of device (found {sorted(devices)})")
+        layouts = learners.plan_weight_layouts()
+        world = len(rollouts.actors) + 1
+        self.address = learners.open_weight_group(world, timeout_s)
+        from cluster.placement import node_ids
+
+        self.names = [f"rollout actor {i} (node {node[:8]})" for i, node in enumerate(node_ids(rollouts.actors))]
+        self._wait([*rollouts.join_weight_group(self.backend, layouts, *self.address, timeout_s),
+                    learners.join_weight_group(self.backend, layouts, world, timeout_s)],
+                   "joining the weight-broadcast group")
+        self.version: int | None = None
+        self.receiving: list = []  # this sync's receive refs, in actor order
+        self.last_reload_s = 0.0
+
+    def start(self, version: int) -> None:
+        self.finish()
+        self.version = version
+        self.receiving = self.rollouts.start_receive_weights(version)
+        self.learners.start_broadcast(version)
+
+    def finish(self) -> None:
+        if self.version is None:
+            return
+        version, receiving, self.version = self.version, self.receiving, None
+        try:
+            seconds = self._wait([*receiving, self.learners.finish_broadcast()], f"the weight sync of version {version}")
+        except WeightSyncError:
+            from core.collective import request_abort
+
+            request_abort(*self.address, version)  # rank 0 may still wait for a dead receiver
+            raise
+        self.last_reload_s = max(seconds[:-1])
+
+    def _wait(self, refs: list, what: str) -> list:
+        """ray.get of `refs` (one per rollout actor, then rank 0's) that names the rollout actor
+        that died or failed, as soon as one does."""
+        import ray
+
+        pending = list(refs)
+        while pending:
+            done, pending = ray.wait(pending, num_returns=1)
+            try:
+                ray.get(done[0])
+            except Exception as e:
+                raise WeightSyncError(f"{what} failed: {self._culprit(refs, e)}") from None
+        return ray.get(refs)
+
+    def _culprit(self, refs: list, error: Exception) -> str:
+        """The rollout actors that died or failed, else those that did not finish while others
+        did (waiting a moment for their refs to settle), else the error itself."""
+        import ray
+
+        ray.wait(refs[:-1], num_returns=len(refs) - 1, timeout=min(5.0, self.timeout_s))
+        failed, unfinished = [], []
+        for name, ref in zip(self.names, refs[:-1]):
+            try:
+                ray.get(ref, timeout=0)
+            except ray.exceptions.GetTimeoutError:
+                unfinished.append(f"{name} did not finish")
+            except ray.exceptions.ActorDiedError:
+                failed.append(f"{name} died")
+            except Exception as e:
+                failed.append(f"{name}: {first_line(e)}")
+        if failed:
+            return "; ".join(failed)
+        if unfinished and len(unfinished) < len(self.names):
+            return "; ".join(unfinished)
+        return first_line(error)
+
+
+def first_line(error: BaseException) -> str:
+    """The cause without Ray's traceback wrapping: the innermost error's first line."""
+    cause = getattr(error, "cause", None) or error
+    text = str(cause).strip().splitlines()
+    return f"{type(cause).__name__}: {text[0] if text else ''}"
+
+
 def make_weight_sync(cfg, learners, rollouts) -> WeightSync:
-    """`train.weight_sync`: auto takes shared memory where it works, else the object store."""
+    """`train.weight_sync`: auto takes shared memory where it works, else the collective."""
     from cluster.placement import node_ids
-    from cluster.recipe import ConfigError, shared_memory_blocker
+    from cluster.recipe import shared_memory_blocker
 
     mode = cfg.train.weight_sync
     if mode != "object_store":
@@ -91,4 +190,6 @@ def make_weight_sync(cfg, learners, rollouts) -> WeightSync:
             return SharedMemorySync(learners, rollouts)
         if mode == "shared_memory":
             raise ConfigError(f"train.weight_sync: shared_memory impossible: {blocker}")
-    return ObjectStoreSync(learners, rollouts)
+    if mode == "object_store":
+        return ObjectStoreSync(learners, rollouts)
+    return CollectiveSync(learners, rollouts, cfg.train.sync_timeout_s)

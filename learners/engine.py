@@ -159,19 +159,28 @@ class PolicyEngine(DeepSpeedModel):
         copy=False may return the parameters' own CPU storage (no ZeRO-3 gather needed): only for
         a caller that copies them before the next optimiser step, as the object store does.
         """
+        zero3 = self.engine.zero_optimization_stage() == 3
+        return [(name, t.to("cpu", copy=copy or zero3)) for name, t in self.iter_weights(names)]
+
+    def iter_weights(self, names: set[str] | None = None):
+        """(name, full weight on this rank's device) in model order; under ZeRO-3 each is gathered
+        (a collective: every rank iterates the same names) and valid only until the next item."""
         import deepspeed
 
-        out = []
         zero3 = self.engine.zero_optimization_stage() == 3
         for name, p in self.engine.module.named_parameters():
             if names is not None and name not in names:
                 continue
             if zero3:
                 with deepspeed.zero.GatheredParameters([p], modifier_rank=None):
-                    out.append((name, p.detach().to("cpu", copy=True)))
+                    yield name, p.detach()
             else:
-                out.append((name, p.detach().to("cpu", copy=copy)))
-        return out
+                yield name, p.detach()
+
+    def weight_specs(self, names: set[str]) -> list[tuple[str, torch.dtype, tuple[int, ...]]]:
+        """(name, dtype, full shape) of the weights in `names`, in model order (no gather)."""
+        return [(name, p.dtype, tuple(getattr(p, "ds_shape", p.shape)))
+                for name, p in self.engine.module.named_parameters() if name in names]
 
     def weight_buckets(self, max_bytes: int) -> list[set[str]]:
         """Parameter names cut into buckets of at most `max_bytes`: consecutive parameters in

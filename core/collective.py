@@ -1,0 +1,222 @@
+"""Weights over a collective: bucket layouts, and the two ends of a per-run broadcast group.
+
+A stateless process group (its own TCP store, not torch's default group) joins learner rank 0
+(rank 0 here) and every rollout engine (ranks 1..n): gloo on CPU, NCCL on GPUs, the same code.
+Rank 0 packs its weights into flat byte buffers, one per bucket, each described once by a
+`BucketLayout` (name, dtype, shape and byte offset of every tensor), and broadcasts them; a
+receiver gets views of its own buffers, so its reload starts on the first bucket while later
+ones are still on the wire.
+
+Failure handling is bounded: a broadcast starts only when every receiver has said it is ready
+(so a receiver still busy generating does not count against the transfer's timeout), each
+transfer runs under the group's timeout, and the receivers that did not finish are named.
+No Ray here: the actors call these with what the driver handed them.
+"""
+from __future__ import annotations
+
+import datetime
+import queue
+import threading
+import time
+from dataclasses import dataclass
+
+import torch
+
+ALIGN = 64  # byte alignment of every tensor in a bucket: a view of any dtype starts aligned
+
+
+@dataclass(frozen=True)
+class TensorSlot:
+    name: str
+    dtype: str  # torch dtype name without the "torch." prefix
+    shape: tuple[int, ...]
+    offset: int  # bytes from the start of the bucket
+
+    @property
+    def nbytes(self) -> int:
+        return _numel(self.shape) * _itemsize(self.dtype)
+
+
+@dataclass(frozen=True)
+class BucketLayout:
+    slots: tuple[TensorSlot, ...]
+    nbytes: int
+
+
+def _numel(shape: tuple[int, ...]) -> int:
+    n = 1
+    for d in shape:
+        n *= d
+    return n
+
+
+def _itemsize(dtype: str) -> int:
+    return torch.empty(0, dtype=getattr(torch, dtype)).element_size()
+
+
+def plan_layout(specs: list[tuple[str, torch.dtype, tuple[int, ...]]]) -> BucketLayout:
+    """Byte layout of one bucket from (name, dtype, full shape) in send order; offsets aligned."""
+    slots, offset = [], 0
+    for name, dtype, shape in specs:
+        slot = TensorSlot(name, str(dtype).removeprefix("torch."), tuple(int(d) for d in shape), offset)
+        slots.append(slot)
+        offset += -(-slot.nbytes // ALIGN) * ALIGN
+    return BucketLayout(tuple(slots), offset)
+
+
+def views(buffer: torch.Tensor, layout: BucketLayout) -> list[tuple[str, torch.Tensor]]:
+    """(name, tensor) views into a flat uint8 `buffer` laid out by `layout` (no copy)."""
+    return [(s.name, buffer[s.offset:s.offset + s.nbytes].view(getattr(torch, s.dtype)).view(s.shape))
+            for s in layout.slots]
+
+
+def pack(buffer: torch.Tensor, layout: BucketLayout, named) -> None:
+    """Copy the (name, tensor) pairs of one bucket, in layout order, into `buffer`."""
+    slots = views(buffer, layout)
+    count = 0
+    for (name, tensor), (slot_name, view) in zip(named, slots):
+        if name != slot_name or tensor.shape != view.shape or tensor.dtype != view.dtype:
+            raise ValueError(f"weight {name} {tuple(tensor.shape)} {tensor.dtype} does not match the "
+                             f"planned {slot_name} {tuple(view.shape)} {view.dtype}")
+        view.copy_(tensor)
+        count += 1
+    if count != len(slots):
+        raise ValueError(f"bucket packed with {count} of its {len(slots)} weights")
+
+
+class WeightSyncError(RuntimeError):
+    """A collective weight sync that failed or timed out; the message names the rank(s)."""
+
+
+# -- the group ------------------------------------------------------------------------------
+def open_store(host: str, world: int, timeout_s: float):
+    """Rank 0's side of the group's TCP store on a free port of `host`; returns the store."""
+    from torch.distributed import TCPStore
+
+    return TCPStore(host, 0, world, True, timeout=datetime.timedelta(seconds=timeout_s), wait_for_workers=False)
+
+
+def join_group(backend: str, store, host: str, port: int, rank: int, world: int, timeout_s: float):
+    """Join the broadcast group as `rank` (blocks until all `world` ranks have joined). Rank 0
+    passes the store it opened; the others connect to it at host:port. Returns (store, group)."""
+    import torch.distributed as dist
+
+    timeout = datetime.timedelta(seconds=timeout_s)
+    if store is None:
+        store = dist.TCPStore(host, port, world, False, timeout=timeout)
+    prefixed = dist.PrefixStore("rewardflow-weights", store)
+    if backend == "nccl":
+        options = dist.ProcessGroupNCCL.Options()
+        options._timeout = timeout
+        group = dist.ProcessGroupNCCL(prefixed, rank, world, options)
+    elif backend == "gloo":
+        group = dist.ProcessGroupGloo(prefixed, rank, world, timeout)
+    else:
+        raise ValueError(f"unknown collective backend {backend!r} (gloo or nccl)")
+    return store, group
+
+
+def _broadcast(group, buffer: torch.Tensor):
+    import torch.distributed as dist
+
+    opts = dist.BroadcastOptions()
+    opts.rootRank = 0
+    return group.broadcast([buffer], opts)
+
+
+class WeightSender:
+    """Rank 0: broadcasts packed buckets from a background thread, so the learner trains on while
+    receivers that are still generating join later. `begin(version)`, then `pack` each bucket in
+    order, then `finish()`; the buffers hold one copy of the weights between syncs."""
+
+    def __init__(self, store, group, layouts: list[BucketLayout], receivers: int, device, timeout_s: float):
+        self.store, self.group, self.layouts = store, group, layouts
+        self.receivers, self.timeout_s = receivers, timeout_s
+        self.buffers = [torch.empty(layout.nbytes, dtype=torch.uint8, device=device) for layout in layouts]
+        self.thread: threading.Thread | None = None
+        self.packed: queue.Queue[int | None] = queue.Queue()
+        self.error: BaseException | None = None
+        self.seconds = 0.0
+
+    def begin(self, version: int) -> None:
+        self.finish()  # a previous sync must be done before its buffers are overwritten
+        self.packed, self.error = queue.Queue(), None
+        self.thread = threading.Thread(target=self._send, args=(version,), daemon=True, name="weight-sender")
+        self.thread.start()
+
+    def pack(self, index: int, named) -> None:
+        pack(self.buffers[index], self.layouts[index], named)
+        if self.buffers[index].is_cuda:
+            torch.cuda.current_stream().synchronize()  # the sender thread uses its own stream
+        self.packed.put(index)
+
+    def finish(self) -> float:
+        """Wait for the last broadcast; raises `WeightSyncError` if it failed. Its seconds."""
+        if self.thread is None:
+            return self.seconds
+        self.thread.join()
+        self.thread = None
+        if self.error is not None:
+            raise self.error
+        return self.seconds
+
+    def _send(self, version: int) -> None:
+        try:
+            self._wait_ready(version)
+            started = time.perf_counter()
+            for _ in self.buffers:
+                index = self.packed.get()
+                _broadcast(self.group, self.buffers[index]).wait()
+                if self.buffers[index].is_cuda:  # NCCL's wait only orders streams
+                    torch.cuda.current_stream().synchronize()
+            self.seconds = time.perf_counter() - started
+        except BaseException as e:  # reported by finish()
+            self.error = e if isinstance(e, WeightSyncError) else WeightSyncError(
+                f"weight sync of version {version} failed; receiving ranks that did not finish: "
+                f"{self.unfinished(version)}: {str(e).splitlines()[0] if str(e) else type(e).__name__}")
+
+    def _wait_ready(self, version: int) -> None:
+        """Every receiver is in its receive call. The timeout runs from the first one's arrival:
+        receivers of the asynchronous loop join after the generations queued before the sync."""
+        first = None
+        while (ready := self.store.add(f"v{version}/ready", 0)) < self.receivers:
+            if self.store.check([f"v{version}/abort"]):
+                raise WeightSyncError(f"weight sync of version {version} aborted")
+            if ready and first is None:
+                first = time.monotonic()
+            if first is not None and time.monotonic() - first > self.timeout_s:
+                raise WeightSyncError(f"weight sync of version {version}: receiving ranks "
+                                      f"{self.unfinished(version, 'ready')} not ready within {self.timeout_s:g} s")
+            time.sleep(0.005)
+
+    def unfinished(self, version: int, what: str = "done") -> list[int]:
+        return [r for r in range(1, self.receivers + 1) if not self.store.check([f"v{version}/{what}/{r}"])]
+
+
+def request_abort(host: str, port: int, version: int) -> None:
+    """Stop rank 0 from waiting for receivers of `version` (one of them is known to be dead)."""
+    from torch.distributed import TCPStore
+
+    TCPStore(host, port, is_master=False, timeout=datetime.timedelta(seconds=10)).set(f"v{version}/abort", "1")
+
+
+class WeightReceiver:
+    """Ranks 1..n: receive every bucket into buffers allocated once, yielding views bucket by
+    bucket as each arrives (later buckets keep arriving meanwhile)."""
+
+    def __init__(self, store, group, layouts: list[BucketLayout], rank: int, device):
+        self.store, self.group, self.layouts, self.rank = store, group, layouts, rank
+        self.buffers = [torch.empty(layout.nbytes, dtype=torch.uint8, device=device) for layout in layouts]
+
+    def receive(self, version: int):
+        """(name, tensor) for every weight, in layout order; views of this receiver's buffers,
+        valid until the next `receive`."""
+        self.store.set(f"v{version}/ready/{self.rank}", "1")
+        self.store.add(f"v{version}/ready", 1)
+        pending = [_broadcast(self.group, buffer) for buffer in self.buffers]
+        for work, buffer, layout in zip(pending, self.buffers, self.layouts):
+            work.wait()
+            if buffer.is_cuda:
+                torch.cuda.current_stream().synchronize()
+            yield from views(buffer, layout)
+        self.store.set(f"v{version}/done/{self.rank}", "1")
