@@ -4,16 +4,25 @@
 resources. In-process (VLLM_ENABLE_V1_MULTIPROCESSING=0) weight tensors reach the worker as a
 plain call, so a reload is one pass of `reload_weights` over the weights streamed from the object
 store.
+
+With `rollout.interrupt`, weight loads run in the Ray actor's "control" concurrency group, in a
+second thread beside the one that generates. Only one thread may use the engine at a time
+(`_engine`): a load waits for the engine, and a generation in progress gives it up at its next
+engine step, keeping every unfinished response's tokens, then goes on under the new weights
+(actors/partial_rollout.py).
 """
 from __future__ import annotations
 
+import itertools
 import logging
+import threading
 import time
 from dataclasses import replace
 
 import numpy as np
 import torch
 
+from actors.partial_rollout import PartialSample, rollouts_from_samples
 from core.models import configure_vllm_env
 from core.protocol import Prompts, Rollouts, SamplingSpec
 
@@ -71,28 +80,47 @@ class RolloutActor:
         self.start_s = time.perf_counter() - started
         self.version = 0
         self.busy_s = 0.0  # seconds spent generating or reloading (benchmarks read it)
+        self.tokens_out = 0  # response tokens sampled by the engine so far (tests read it)
+        # The engine is not thread-safe: whoever uses it holds `_engine`. A weight load sets
+        # `_load_waiting` first, so that a generation in progress gives the engine up between steps.
+        self._engine = threading.Condition()
+        self._load_waiting = threading.Event()
+        self._newest_load = 0  # the newest version whose load has ended (loaded, or failed)
+        self._paused_s = 0.0  # seconds the current generation has waited for weight loads
+        self._request_ids = itertools.count()
 
-    def generate(self, prompts: Prompts, spec: SamplingSpec) -> Rollouts:
+    def generate(self, prompts: Prompts, spec: SamplingSpec, min_version: int = 0) -> Rollouts:
         """`spec.n` samples per prompt from the policy, each prompt's rows together; with
         `spec.mixture_coef` set, one from the policy then one from the geometric policy/reference
         mixture per prompt; with `spec.greedy_per_prompt`, each prompt's greedy response after
-        its samples (flagged in `Rollouts.greedy`)."""
-        started = time.perf_counter()
+        its samples (flagged in `Rollouts.greedy`).
+
+        `min_version`: the newest weights sent before this request. With `rollout.interrupt` their
+        load runs in the other concurrency group and may not have begun yet: waiting for it keeps
+        every token at least that new, as the in-order queue does without interrupt."""
+        with self._engine:
+            self._engine.wait_for(lambda: self._newest_load >= min_version)
+            if self.version < min_version:
+                raise RuntimeError(f"rollout actor: the weights of version {min_version} failed to load "
+                                   f"(still at version {self.version})")
+            started, self._paused_s = time.perf_counter(), 0.0
+            out = self._generate(prompts, spec)
+            self.busy_s += time.perf_counter() - started - self._paused_s
+        return out
+
+    def _generate(self, prompts: Prompts, spec: SamplingSpec) -> Rollouts:
         n = len(prompts)
         if spec.mixture_coef is not None:
             both = Rollouts.concat([self._generate_policy(prompts, replace(spec, n=1)),
                                     self._generate_mixture(prompts, spec)], [0, 0])
-            out = both.select(np.stack([np.arange(n), n + np.arange(n)], 1).reshape(-1).tolist())
-        elif spec.greedy_per_prompt:
+            return both.select(np.stack([np.arange(n), n + np.arange(n)], 1).reshape(-1).tolist())
+        if spec.greedy_per_prompt:
             sampled = self._generate_policy(prompts, spec)
             greedy = self._generate_policy(prompts, replace(spec, n=1, temperature=0.0))
             both = Rollouts.concat([sampled, greedy], [0, 0])
             order = np.concatenate([np.arange(n * spec.n).reshape(n, spec.n), n * spec.n + np.arange(n)[:, None]], 1)
-            out = replace(both, greedy=np.arange(len(both)) >= n * spec.n).select(order.reshape(-1).tolist())
-        else:
-            out = self._generate_policy(prompts, spec)
-        self.busy_s += time.perf_counter() - started
-        return out
+            return replace(both, greedy=np.arange(len(both)) >= n * spec.n).select(order.reshape(-1).tolist())
+        return self._generate_policy(prompts, spec)
 
     def _generate_mixture(self, prompts: Prompts, spec: SamplingSpec) -> Rollouts:
         from learners.sampling import sample_geometric_mixture
@@ -110,41 +138,77 @@ class RolloutActor:
             finish_reasons=out.finish_reasons, group_ids=np.arange(n, dtype=np.int64),
             policy_versions=np.full(n, self.version, dtype=np.int64),
             prompt_texts=list(prompts.texts), answers=list(prompts.answers),
+            token_versions=[np.full(len(t), self.version, dtype=np.int64) for t in out.token_ids],
         )
 
     def _generate_policy(self, prompts: Prompts, spec: SamplingSpec) -> Rollouts:
-        from vllm import SamplingParams
-        from vllm.inputs import TokensPrompt
+        """`spec.n` responses per prompt, one engine request each, stepped by `_sample`."""
+        samples = [PartialSample(ids, g) for g, ids in enumerate(prompts.token_ids) for _ in range(spec.n)]
+        self._sample(samples, spec)
+        tok = self.llm.get_tokenizer()
+        return rollouts_from_samples(samples, prompts, lambda ids: tok.decode(ids, skip_special_tokens=True))
 
+    def _sample(self, samples: list[PartialSample], spec: SamplingSpec) -> None:
+        """Step the engine until every sample has finished (called holding `_engine`).
+
+        When a weight load waits for the engine, the unfinished requests are aborted at the step
+        boundary, keeping what they sampled; after the load each goes on as a new request from
+        its prompt plus kept tokens, for the rest of its budget. Outputs come as deltas, so every
+        token is recorded with the version that sampled it."""
+        engine = self.llm.llm_engine
+        while not all(s.finished for s in samples):
+            if self._load_waiting.is_set():  # a weight load waits for the engine: let it in
+                paused = time.perf_counter()
+                self._engine.wait_for(lambda: not self._load_waiting.is_set())
+                self._paused_s += time.perf_counter() - paused
+            live: dict[str, PartialSample] = {}  # request id -> its sample
+            try:
+                for j, sample in enumerate(samples):
+                    if not sample.finished:
+                        live[self._add_request(sample, j, spec)] = sample
+                while live and not self._load_waiting.is_set():
+                    for out in engine.step():
+                        sample, c = live[out.request_id], out.outputs[0]
+                        sample.extend(c.token_ids, [lp[t].logprob for lp, t in zip(c.logprobs, c.token_ids)],
+                                      self.version, c.text)
+                        self.tokens_out += len(c.token_ids)
+                        if out.finished:
+                            sample.finish(c.finish_reason or "length", self.version)
+                            del live[out.request_id]
+            finally:
+                if live:  # paused for a load, or failed: leave nothing of ours in the engine
+                    engine.abort_request(list(live))
+
+    def _add_request(self, sample: PartialSample, index: int, spec: SamplingSpec) -> str:
+        from vllm import SamplingParams
+        from vllm.inputs import tokens_input
+        from vllm.sampling_params import RequestOutputKind
+
+        prompt, budget = sample.next_request(spec.max_new_tokens)
         params = SamplingParams(
-            n=spec.n, max_tokens=spec.max_new_tokens, temperature=spec.temperature,
-            top_p=spec.top_p, seed=spec.seed, logprobs=0,
+            max_tokens=budget, temperature=spec.temperature, top_p=spec.top_p, logprobs=0,
+            seed=None if spec.seed is None else spec.seed + index,  # one seed per response
+            output_kind=RequestOutputKind.DELTA,
         )
-        outputs = self.llm.generate(
-            [TokensPrompt(prompt_token_ids=ids.tolist()) for ids in prompts.token_ids],
-            params, use_tqdm=False,
-        )
-        cols: dict[str, list] = {k: [] for k in ("prompt_ids", "response_ids", "rollout_logprobs",
-                                                 "response_texts", "finish_reasons", "group_ids",
-                                                 "prompt_texts", "answers")}
-        for g, out in enumerate(outputs):
-            for c in out.outputs:
-                ids = list(c.token_ids)
-                cols["prompt_ids"].append(prompts.token_ids[g])
-                cols["response_ids"].append(np.asarray(ids, dtype=np.int64))
-                cols["rollout_logprobs"].append(
-                    np.asarray([lp[t].logprob for lp, t in zip(c.logprobs, ids)], dtype=np.float32))
-                cols["response_texts"].append(c.text)
-                cols["finish_reasons"].append(c.finish_reason or "length")
-                cols["group_ids"].append(g)
-                cols["prompt_texts"].append(prompts.texts[g])
-                cols["answers"].append(prompts.answers[g])
-        n = len(cols["response_ids"])
-        return Rollouts(
-            group_ids=np.asarray(cols.pop("group_ids"), dtype=np.int64),
-            policy_versions=np.full(n, self.version, dtype=np.int64),
-            **cols,
-        )
+        request_id = f"rf-{next(self._request_ids)}"
+        self.llm.llm_engine.add_request(request_id, tokens_input(prompt), params)
+        return request_id
+
+    def weight_device(self) -> str:
+        return "cuda" if torch.cuda.is_available() else "cpu"
+
+    def join_weight_group(self, backend: str, layouts: list, host: str, port: int, rank: int, world: int,
+                          timeout_s: float) -> None:
+        """Join the run's broadcast group as `rank` (core/collective.py); buffers for every
+        bucket are allocated here, once."""
+        from core.collective import WeightReceiver, join_group
+
+        store, group = join_group(backend, None, host, port, rank, world, timeout_s)
+        self.receiver = WeightReceiver(store, group, layouts, rank, self.weight_device())
+
+    def receive_weights(self, version: int) -> float:
+        """In-place reload from the learner's broadcast, bucket by bucket as each arrives."""
+        return self._reload(self.receiver.receive(version), version)
 
     def load_weights(self, bucket_refs: list, version: int) -> float:
         """In-place reload of every weight from ObjectRefs of buckets in `cluster.weight_sync`
@@ -172,21 +236,39 @@ class RolloutActor:
         return self._reload(iter(self.shared_weights), version)
 
     def _reload(self, named_tensors, version: int) -> float:
-        started = time.perf_counter()
+        """Every weight load: in place, as `version`, once the engine is free. A generation in
+        progress in the other thread (`rollout.interrupt`) pauses at its next engine step and
+        goes on under these weights (`_sample`); it keeps generating until the first tensor is here."""
         received: list[tuple[str, torch.Tensor]] = []
 
-        def passing():
-            for item in named_tensors:
+        def passing(items):
+            for item in items:
                 received.append(item)
                 yield item
 
-        self.llm.collective_rpc("rf_reload", args=(passing(),))
-        self.llm.reset_prefix_cache()
-        if self.mixer is not None:
-            self.mixer[0].load_state_dict(dict(received), strict=False)
-        self.version = version
-        self.busy_s += time.perf_counter() - started
-        return time.perf_counter() - started
+        try:
+            named_tensors = iter(named_tensors)
+            first = next(named_tensors, None)
+            tensors = named_tensors if first is None else itertools.chain([first], named_tensors)
+            self._load_waiting.set()
+            with self._engine:
+                self._load_waiting.clear()
+                started = time.perf_counter()
+                self.llm.collective_rpc("rf_reload", args=(passing(tensors),))
+                # Nothing runs now (a paused generation aborted its requests), so the reset cannot
+                # fail; a prefix cached under the old weights must not serve a continued response.
+                if not self.llm.reset_prefix_cache():
+                    raise RuntimeError("rollout actor: the prefix cache could not be reset after a weight load")
+                if self.mixer is not None:
+                    self.mixer[0].load_state_dict(dict(received), strict=False)
+                self.version = version
+                seconds = time.perf_counter() - started
+                self.busy_s += seconds
+        finally:  # loaded or failed: requests waiting for this version go on (`generate`)
+            with self._engine:
+                self._newest_load = max(self._newest_load, version)
+                self._engine.notify_all()
+        return seconds
 
     def checksum(self, probe_ids: list[int] = PROBE_IDS) -> float:
         """Functional checksum of the weights in use: Σ log p(probe token | earlier probe tokens).
@@ -197,9 +279,37 @@ class RolloutActor:
         from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
 
-        out = self.llm.generate([TokensPrompt(prompt_token_ids=list(probe_ids))],
-                                SamplingParams(max_tokens=1, prompt_logprobs=0, temperature=0.0), use_tqdm=False)
+        with self._engine:
+            out = self.llm.generate([TokensPrompt(prompt_token_ids=list(probe_ids))],
+                                    SamplingParams(max_tokens=1, prompt_logprobs=0, temperature=0.0), use_tqdm=False)
         return float(sum(lp[t].logprob for lp, t in zip(out[0].prompt_logprobs[1:], probe_ids[1:])))
+
+    def judge(self, questions: list[str], responses: list[str], judge) -> tuple[list[list[str]], int, float]:
+        """The policy as its own judge: `judge.k` answers to the judge prompt of each
+        (question, response) from this engine's current weights (`rewards.self_judge`), the
+        version that judged, and the weights' functional checksum at that moment."""
+        from vllm import SamplingParams
+        from vllm.inputs import TokensPrompt
+
+        from rewards.self_judge import render_judge_prompt
+
+        started = time.perf_counter()
+        tok = self.llm.get_tokenizer()
+        template = judge.template_text()
+        texts = [tok.apply_chat_template([{"role": "user", "content": render_judge_prompt(template, q, r)}],
+                                         tokenize=False, add_generation_prompt=True)
+                 for q, r in zip(questions, responses)]
+        prompts = [TokensPrompt(prompt_token_ids=tok(t, add_special_tokens=False)["input_ids"]) for t in texts]
+        from vllm.sampling_params import StructuredOutputsParams
+
+        regex = judge.answer_regex()
+        params = SamplingParams(n=judge.k, max_tokens=judge.max_new_tokens, temperature=judge.temperature,
+                                structured_outputs=StructuredOutputsParams(regex=regex) if regex else None)
+        with self._engine:  # judged and checksummed with the same weights
+            outputs = self.llm.generate(prompts, params, use_tqdm=False)
+            version, checksum = self.version, self.checksum()
+            self.busy_s += time.perf_counter() - started
+        return [[c.text for c in out.outputs] for out in outputs], version, checksum
 
     def ready(self) -> float:
         return self.start_s

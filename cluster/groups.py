@@ -28,11 +28,13 @@ from rewards.combine import Combiner, token_rewards
 from rewards.registry import REWARDS
 
 
-def spawn(cls, name: str, role: RoleConfig, strategy: str, args_for) -> list:
+def spawn(cls, name: str, role: RoleConfig, strategy: str, args_for,
+          concurrency_groups: dict[str, int] | None = None) -> list:
     """One Ray actor of `cls` per worker of role `name`, in the role's placement group;
-    `args_for(i)` gives worker i's constructor arguments."""
+    `args_for(i)` gives worker i's constructor arguments. Ray takes `concurrency_groups` (name:
+    threads) only where the class is made remote, not in `.options`."""
     options = place_role(name, role, strategy)
-    remote_cls = ray.remote(cls)
+    remote_cls = ray.remote(concurrency_groups=concurrency_groups)(cls) if concurrency_groups else ray.remote(cls)
     return [remote_cls.options(**opts, runtime_env=worker_env(role), name=None).remote(*args_for(i))
             for i, opts in enumerate(options)]
 
@@ -87,51 +89,82 @@ class PendingRollouts:
 
 
 class RolloutGroup:
-    """vLLM engines, one per actor; worker i's engine is seeded with `seed + i`."""
+    """vLLM engines, one per actor; worker i's engine is seeded with `seed + i`.
+
+    `interrupt` (`rollout.interrupt`): weight loads go to each actor's "control" concurrency group
+    and start at once, pausing a generation in progress, which then goes on under the new weights;
+    without it they queue behind the requests already sent. Requests run one at a time, in order."""
 
     def __init__(self, role: RoleConfig, strategy: str, model_path: str, max_model_len: int, dtype: str = "float32",
                  seed: int = 0, kv_cache_gib: float = 1.0, gpu_memory_utilization: float = 0.4,
-                 reference_path: str | None = None):
+                 reference_path: str | None = None, interrupt: bool = False):
+        self.interrupt = interrupt
         self.actors = spawn(RolloutActor, "rollout", role, strategy, lambda i: (
-            model_path, max_model_len, kv_cache_gib, gpu_memory_utilization, dtype, seed + i, reference_path))
+            model_path, max_model_len, kv_cache_gib, gpu_memory_utilization, dtype, seed + i, reference_path),
+            concurrency_groups={"control": 1} if interrupt else None)
         self.start_s = max(ray.get([a.ready.remote() for a in self.actors]))
         self.balancer = LoadBalancer(self.actors)
         self.reloads: list = []
         self.last_reload_s = 0.0
 
     @classmethod
-    def for_recipe(cls, cfg: RecipeConfig, model_path: str, reference_path: str | None = None) -> "RolloutGroup":
+    def for_recipe(cls, cfg: RecipeConfig, model_path: str, reference_path: str | None = None,
+                   min_model_len: int | None = None) -> "RolloutGroup":
+        """`min_model_len`: a longer context than generation needs (self-judge prompts)."""
         r = cfg.rollout
-        max_len = r.max_prompt_len + max(r.max_new_tokens, cfg.train.eval_max_new_tokens)
+        max_len = max(r.max_prompt_len + max(r.max_new_tokens, cfg.train.eval_max_new_tokens), min_model_len or 0)
         return cls(r, cfg.cluster.placement_strategy, model_path, max_len, cfg.model.dtype, cfg.train.seed,
-                   r.kv_cache_gib, r.gpu_memory_utilization, reference_path)
+                   r.kv_cache_gib, r.gpu_memory_utilization, reference_path, r.interrupt)
 
-    def submit(self, prompts: Prompts, spec: SamplingSpec, chunk_prompts: int | None = None) -> PendingRollouts:
-        """Send the prompts out in chunks (default: one per actor) to the least-loaded actors."""
+    def submit(self, prompts: Prompts, spec: SamplingSpec, chunk_prompts: int | None = None,
+               min_version: int = 0) -> PendingRollouts:
+        """Send the prompts out in chunks (default: one per actor) to the least-loaded actors.
+        `min_version`: the newest weights sent before; no token is generated with older ones."""
         size = chunk_prompts or -(-len(prompts) // len(self.actors))
         offsets = list(range(0, len(prompts), size))
         refs = [self.balancer.pick(min(size, len(prompts) - lo), lambda a, lo=lo: a.generate.remote(
-            prompts.select(list(range(lo, min(lo + size, len(prompts))))), spec)) for lo in offsets]
+            prompts.select(list(range(lo, min(lo + size, len(prompts))))), spec, min_version)) for lo in offsets]
         return PendingRollouts(refs, offsets)
 
-    def generate(self, prompts: Prompts, spec: SamplingSpec) -> Rollouts:
-        return self.submit(prompts, spec).result()
+    def generate(self, prompts: Prompts, spec: SamplingSpec, min_version: int = 0) -> Rollouts:
+        return self.submit(prompts, spec, min_version=min_version).result()
+
+    def _load_method(self, actor, name: str):
+        """`actor.<name>` for a weight load: with `interrupt`, in the actor's control group, so it
+        starts at once; else in the default group, after the requests already sent."""
+        method = getattr(actor, name)
+        return method.options(concurrency_group="control") if self.interrupt else method
 
     def start_load_weights(self, bucket_refs: list, version: int) -> None:
         """Queue the reload of the weights in `bucket_refs` (refs of wire-form buckets) on every
-        actor: it runs after the requests already sent to that actor and before any sent later,
-        so no in-flight generation is cut short or mixes versions."""
+        actor. Without `interrupt` it runs after the requests already sent to that actor, so no
+        generation mixes versions; with it, it starts at once and generation in progress goes on
+        under the new weights. Either way no request sent later starts on older weights."""
         self._collect_reloads(wait=False)
-        self.reloads += [a.load_weights.remote(bucket_refs, version) for a in self.actors]
+        self.reloads += [self._load_method(a, "load_weights").remote(bucket_refs, version) for a in self.actors]
 
     def attach_shared_weights(self, descriptor: dict) -> None:
         ray.get([a.attach_shared_weights.remote(descriptor) for a in self.actors])
+
+    def join_weight_group(self, backend: str, layouts: list, host: str, port: int, timeout_s: float) -> list:
+        """Refs of every actor joining the broadcast group as rank i + 1 (rank 0: the learner)."""
+        world = len(self.actors) + 1
+        return [a.join_weight_group.remote(backend, layouts, host, port, i + 1, world, timeout_s)
+                for i, a in enumerate(self.actors)]
+
+    def start_receive_weights(self, version: int) -> list:
+        """Queue a receive of the learner's broadcast on every actor (same ordering as
+        `start_load_weights`); the refs, in actor order."""
+        return [self._load_method(a, "receive_weights").remote(version) for a in self.actors]
+
+    def weight_devices(self) -> list[str]:
+        return ray.get([a.weight_device.remote() for a in self.actors])
 
     def start_load_shared_weights(self, version: int) -> None:
         """Queue a reload from the learner's shared-memory parameters on every actor (same
         ordering as `start_load_weights`)."""
         self._collect_reloads(wait=False)
-        self.reloads += [a.load_shared_weights.remote(version) for a in self.actors]
+        self.reloads += [self._load_method(a, "load_shared_weights").remote(version) for a in self.actors]
 
     def finish_load_weights(self) -> float:
         """Wait for every queued reload; the slowest finished reload's own seconds."""
@@ -150,6 +183,22 @@ class RolloutGroup:
 
     def checksums(self) -> list[float]:
         return ray.get([a.checksum.remote() for a in self.actors])
+
+    def judge(self, questions: list[str], responses: list[str], judge, chunk: int | None = None) -> JudgeResult:
+        """Self-judging on the rollout engines: the (question, response) rows go out in chunks
+        (default: one per actor) to the least-loaded actors, as generation requests do."""
+        size = chunk or -(-len(responses) // len(self.actors))
+        refs = [self.balancer.pick(min(size, len(responses) - lo), lambda a, lo=lo: a.judge.remote(
+            questions[lo:lo + size], responses[lo:lo + size], judge)) for lo in range(0, len(responses), size)]
+        parts = ray.get(refs)
+        return JudgeResult([texts for part in parts for texts in part[0]], [p[1] for p in parts], [p[2] for p in parts])
+
+
+@dataclass(frozen=True)
+class JudgeResult:
+    texts: list[list[str]]  # per response, its judgments
+    versions: list[int]  # per request, the policy version that judged
+    checksums: list[float]  # per request, that engine's weight checksum when it judged
 
 
 @dataclass
@@ -218,6 +267,10 @@ class ReferenceGroup:
     def logprobs(self, batch: TrainBatch) -> torch.Tensor:
         n = len(self.actors)
         return torch.cat(ray.get([a.logprobs.remote(batch.shard(i, n)) for i, a in enumerate(self.actors)]))
+
+    def load_weights(self, bucket_refs: list) -> None:
+        """Every reference actor loads the weights in `bucket_refs` (the policy's export)."""
+        ray.get([a.load_weights.remote(*bucket_refs) for a in self.actors])
 
 
 class RankGroup:
@@ -289,6 +342,29 @@ class LearnerGroup(RankGroup):
         calls = [[a.export_weights.remote(b) for a in self.actors] for b in range(self.n_buckets)]
         self.exporting = [ref for refs in calls for ref in refs[1:]]
         return [refs[0] for refs in calls]
+
+    # -- the collective broadcast (cluster/weight_sync.CollectiveSync) ------------------------
+    def plan_weight_layouts(self) -> list:
+        """Every rank cuts the weights into the same buckets; rank 0's byte layouts of them."""
+        return self.call("plan_weight_layouts", self.bucket_bytes)[0]
+
+    def open_weight_group(self, world: int, timeout_s: float) -> tuple[str, int]:
+        return ray.get(self.actors[0].open_weight_group.remote(world, timeout_s))
+
+    def join_weight_group(self, backend: str, layouts: list, world: int, timeout_s: float):
+        return self.actors[0].join_weight_group.remote(backend, layouts, world, timeout_s)
+
+    def weight_device(self) -> str:
+        return ray.get(self.actors[0].weight_device.remote())
+
+    def start_broadcast(self, version: int) -> None:
+        """Every rank packs (ZeRO-3 gathers are collective); returns once rank 0 has the weights
+        in its send buffers, while its sender thread broadcasts them."""
+        self.call("start_broadcast", version)
+
+    def finish_broadcast(self):
+        """Ref of rank 0's wait for the last broadcast (seconds, or `WeightSyncError`)."""
+        return self.actors[0].finish_broadcast.remote()
 
     def share_weights(self) -> dict:
         """Rank 0's parameters moved into shared memory: the descriptor rollout actors map."""

@@ -68,6 +68,10 @@ class RolloutConfig(RoleConfig):
     # Prompts per request: a step's prompts go out in chunks of this size to the least-loaded
     # rollout actor, and each chunk is scored as soon as it is generated. None: one chunk per actor.
     chunk_prompts: int | None = Field(None, ge=1)
+    # Asynchronous loop only: a weight load starts at once instead of queueing behind the requests
+    # already sent; responses in generation keep their tokens and go on under the new weights, so
+    # one response may hold tokens of two versions (`async/interrupted_frac`).
+    interrupt: bool = False
 
 
 class RewardRoleConfig(RoleConfig):
@@ -98,8 +102,13 @@ class TrainConfig(Section):
     # while the learner exports the next.
     sync_bucket_mb: float = Field(64.0, gt=0)
     # auto: rollout actors read the learner's parameters from shared memory where that is safe
-    # (synchronous loop, one node, ZeRO 0, float32, CPU), else the object store in buckets.
-    weight_sync: Literal["auto", "object_store", "shared_memory"] = "auto"
+    # (synchronous loop, one node, ZeRO 0, float32, CPU), else learner rank 0 broadcasts them in
+    # buckets over the run's own process group (collective: gloo on CPU, NCCL on GPUs);
+    # object_store puts the buckets in the Ray object store instead.
+    weight_sync: Literal["auto", "collective", "object_store", "shared_memory"] = "auto"
+    # A collective sync fails, naming the rollout actor, when a transfer (or the wait for the
+    # last receiver once the first is ready) takes longer than this.
+    sync_timeout_s: float = Field(300.0, gt=0)
     # Rollouts for steps t+1..t+k are generated while step t trains (0: synchronous, on-policy).
     max_staleness: int = Field(0, ge=0)
     eval_every: int = Field(0, ge=0)  # 0: eval before and after only
@@ -164,6 +173,15 @@ class RecipeConfig(Section):
                                  f"{getattr(self, role).num_workers} {role} ranks x {self.algo.mini_batches} mini-batches")
         if self.train.weight_sync == "shared_memory" and (why := shared_memory_blocker(self)):
             raise ValueError(f"train.weight_sync: shared_memory impossible: {why}")
+        # Iterative self-rewarding: an iteration is the train.sync_every steps between syncs.
+        iterations = getattr(self.algo, "iterations", None)
+        if iterations is not None and self.train.steps != iterations * self.train.sync_every:
+            raise ValueError(f"algo.iterations: {iterations} iterations of train.sync_every={self.train.sync_every} "
+                             f"steps each need train.steps={iterations * self.train.sync_every} "
+                             f"(got {self.train.steps})")
+        if self.rollout.interrupt and self.train.max_staleness == 0:
+            raise ValueError("rollout.interrupt: needs the asynchronous loop (train.max_staleness > 0); the "
+                             "synchronous loop never loads weights while it generates")
         return self
 
     @field_validator("algo", mode="before")

@@ -26,12 +26,15 @@ class Prompts:
     texts: list[str]
     token_ids: list[np.ndarray]
     answers: list[str]
+    # The user's question itself, without chat template or task instruction (what a judge reads).
+    questions: list[str] | None = None
 
     def __len__(self) -> int:
         return len(self.ids)
 
     def select(self, idx: list[int]) -> "Prompts":
-        return Prompts(*[[getattr(self, f.name)[i] for i in idx] for f in fields(self)])
+        return Prompts(*[None if getattr(self, f.name) is None else [getattr(self, f.name)[i] for i in idx]
+                         for f in fields(self)])
 
 
 @dataclass
@@ -64,9 +67,19 @@ class Rollouts:
     answers: list[str]
     # True for the greedy response of a prompt (`SamplingSpec.greedy_per_prompt`); None: none asked.
     greedy: np.ndarray | None = None
+    # Per row [T_i]: the policy version that sampled each response token. A weight load that
+    # interrupts generation (`rollout.interrupt`) leaves two or more versions in a row, oldest
+    # first; `policy_versions[i]` is the oldest. None: every token has its row's version.
+    token_versions: list[np.ndarray] | None = None
 
     def __len__(self) -> int:
         return len(self.response_ids)
+
+    def versions_per_token(self) -> list[np.ndarray]:
+        """`token_versions`, or each row's version repeated over its tokens where it is not set."""
+        if self.token_versions is not None:
+            return self.token_versions
+        return [np.full(len(r), v, dtype=np.int64) for r, v in zip(self.response_ids, self.policy_versions)]
 
     def select(self, idx) -> "Rollouts":
         """Rows `idx` (a slice, or a sequence of indices), every column alike."""
@@ -87,6 +100,9 @@ class Rollouts:
             elif f.name == "greedy":
                 out[f.name] = None if all(v is None for v in vals) else np.concatenate(
                     [np.zeros(len(p), dtype=bool) if v is None else v for v, p in zip(vals, parts)])
+            elif f.name == "token_versions":
+                out[f.name] = None if all(v is None for v in vals) else [
+                    x for p in parts for x in p.versions_per_token()]
             elif isinstance(vals[0], np.ndarray):
                 out[f.name] = np.concatenate(vals)
             else:

@@ -56,20 +56,21 @@ def test_two_grpo_steps_sync_weights_and_log_finite_metrics(tiny_model_path, tmp
 def test_async_grpo_with_two_rollout_actors_streams_chunks_within_the_staleness_bound(tiny_model_path, tmp_path):
     """max_staleness=1: step t+1's rollouts are generated while step t trains, in chunks of one
     prompt balanced over two rollout actors; every step trains on rollouts at most 1 version old,
-    with truncated importance sampling between the rollout engine and the learner."""
+    with IcePop importance correction between the rollout engine and the learner."""
     from cluster.launch import train
 
     cfg = load_recipe("recipes/grpo_arith.yaml", tiny_overrides(tiny_model_path, tmp_path) + [
         "train.steps=3", "train.max_staleness=1", "rollout.num_workers=2", "rollout.num_cpus=0.5",
-        "rollout.chunk_prompts=1", "train.save_final=false", "train.eval_every=2", "algo.tis_cap=2.0",
+        "rollout.chunk_prompts=1", "train.save_final=false", "train.eval_every=2", "algo.is_correction=icepop",
         "train.sync_bucket_mb=0.5"])  # weights in many small buckets (the tiny model is ~26 MB)
     summary = train(cfg)
 
     assert summary["steps"] == 3
-    assert summary["weight_sync"] == "object_store"  # the learner trains while rollout actors reload
+    assert summary["weight_sync"] == "collective"  # the learner trains while rollout actors reload
     assert summary["final_metrics"]["async/staleness"] == 1.0  # step 2 trained on version-1 rollouts
-    # truncated importance sampling against the learner's own π_old: weights in (0, cap]
-    assert 0 < summary["final_metrics"]["train/tis_weight"] <= 2.0
+    # IcePop against the learner's own π_old: each weight 0 or within the band [0.5, 2]
+    assert 0 < summary["final_metrics"]["train/is_weight"] <= 2.0
+    assert 0 <= summary["final_metrics"]["train/is_masked_frac"] < 1
     assert len(summary["placement"]["rollout"]) == 2
     assert all(b > 0 for b in summary["busy_s"]["rollout"]), "both rollout actors generated"
     assert [p["step"] for p in summary["accuracy_curve"]] == [0, 2, 3]
@@ -100,7 +101,7 @@ def test_a_stopped_run_resumes_from_its_latest_checkpoint(tiny_model_path, tmp_p
     # restored weights reach the rollout actors through shared memory.
     resumed = train(load_recipe("recipes/grpo_arith.yaml", common + [
         "train.steps=3", "train.resume=latest", "train.max_staleness=0"]))
-    assert (first["weight_sync"], resumed["weight_sync"]) == ("object_store", "shared_memory")
+    assert (first["weight_sync"], resumed["weight_sync"]) == ("collective", "shared_memory")
     assert resumed["start_step"] == 2 and resumed["steps"] == 3
     assert resumed["resumed_from"] == str((tmp_path / "checkpoints/step_2").resolve())
     assert [p["step"] for p in resumed["accuracy_curve"]] == [0, 3]

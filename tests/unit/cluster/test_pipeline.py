@@ -3,12 +3,15 @@
 The simulated rollout actors keep Ray's one guarantee the pipeline relies on — each actor runs
 its calls in the order they were sent — and nothing else: which actor runs next, how chunks are
 assigned, and how far generation gets while the learner trains are all drawn by hypothesis.
+With `rollout.interrupt`, weight loads go to a second queue (the actor's control group) and apply
+between any two engine steps of a generation in progress, as the real actor's do; a request
+waits only for the weights sent before it (`min_version`).
 """
 from __future__ import annotations
 
 import random
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pytest
@@ -18,10 +21,13 @@ from hypothesis import strategies as st
 from cluster.recipe import load_recipe
 from cluster.controller import Controller, Roles
 from core.data import PromptStream
-from cluster.pipeline import RolloutPipeline, check_staleness
+from cluster.pipeline import RolloutPipeline, check_staleness, token_version_metrics
 from core.protocol import Prompts, Rollouts, Scores, TermScores
 from learners.algos.registry import build_algorithm
 from tests.helpers import make_rollouts
+
+
+TOKENS = 3  # response tokens of every simulated sample, one per engine step
 
 
 @dataclass
@@ -30,73 +36,95 @@ class Call:
     payload: object
     done: bool = False
     result: object = None
+    min_version: int = 0  # generate: the newest weights sent before it, which it waits for
+    token_versions: list[int] = field(default_factory=list)  # generate: the version of each step so far
 
 
 @dataclass
 class SimActor:
-    queue: deque = field(default_factory=deque)
+    queue: deque = field(default_factory=deque)  # default group: in order, one call at a time
+    control: deque = field(default_factory=deque)  # control group (interrupt): reloads only
     version: int = 0
-    generated_with: list[int] = field(default_factory=list)
+    generated_with: list[int] = field(default_factory=list)  # the version of every engine step
 
-    def run_next(self) -> None:
-        call = self.queue.popleft()
+    def runnable(self) -> list[deque]:
+        ready = [self.control] if self.control else []
+        if self.queue and (self.queue[0].kind == "reload" or self.queue[0].min_version <= self.version):
+            ready.append(self.queue)
+        return ready
+
+    def run_next(self, rng) -> None:
+        """A reload, or one engine step (one token of every row) of the generate at the head."""
+        queue = rng.choice(self.runnable())
+        call = queue[0]
         if call.kind == "reload":
             self.version = call.payload
         else:
-            prompts, n = call.payload
+            call.token_versions.append(self.version)
             self.generated_with.append(self.version)
-            call.result = _rollouts(prompts, n, self.version)
+            if len(call.token_versions) < TOKENS:
+                return
+            call.result = _rollouts(*call.payload, call.token_versions)
+        queue.popleft()
         call.done = True
 
 
-def _rollouts(prompts: Prompts, n: int, version: int) -> Rollouts:
+def _rollouts(prompts: Prompts, n: int, token_versions: list[int]) -> Rollouts:
     rows = [g for g in range(len(prompts)) for _ in range(n)]
     ids = [np.array([1, 2, 3])] * len(rows)
-    return make_rollouts(rows, prompt_ids=[prompts.token_ids[g] for g in rows], response_ids=ids,
-                         rollout_logprobs=[np.zeros(3, dtype=np.float32)] * len(rows), response_texts=["x"] * len(rows),
-                         policy_versions=np.full(len(rows), version), prompt_texts=[prompts.ids[g] for g in rows],
-                         answers=["0"] * len(rows))
+    rollouts = make_rollouts(
+        rows, prompt_ids=[prompts.token_ids[g] for g in rows], response_ids=ids,
+        rollout_logprobs=[np.zeros(3, dtype=np.float32)] * len(rows), response_texts=["x"] * len(rows),
+        policy_versions=np.full(len(rows), min(token_versions)), prompt_texts=[prompts.ids[g] for g in rows],
+        answers=["0"] * len(rows))
+    return replace(rollouts, token_versions=[np.array(token_versions)] * len(rows))
 
 
 class SimRollouts:
-    def __init__(self, num_actors: int, rng: random.Random):
+    def __init__(self, num_actors: int, rng: random.Random, interrupt: bool = False):
         self.actors = [SimActor() for _ in range(num_actors)]
-        self.rng = rng
+        self.rng, self.interrupt = rng, interrupt
         self.last_reload_s = 0.0
+        self.delivered: list[Rollouts] = []  # each step's rollouts, in the order steps took them
 
     def _progress(self, until: Call | None = None, budget: int | None = None) -> None:
-        """Run the head call of randomly chosen busy actors (until `until` is done / budget spent)."""
+        """Run a randomly chosen runnable call (until `until` is done / budget spent)."""
         while (until is None or not until.done) and (budget is None or budget > 0):
-            busy = [a for a in self.actors if a.queue]
+            busy = [a for a in self.actors if a.runnable()]
             if not busy:
-                assert until is None, "waiting for a call that was never queued"
+                assert until is None, "waiting for a call that can never run"
                 return
-            self.rng.choice(busy).run_next()
+            self.rng.choice(busy).run_next(self.rng)
             budget = None if budget is None else budget - 1
 
-    def submit(self, prompts: Prompts, spec, chunk_prompts):
+    def submit(self, prompts: Prompts, spec, chunk_prompts, min_version: int = 0):
         size = chunk_prompts or -(-len(prompts) // len(self.actors))
         calls = []
         for lo in range(0, len(prompts), size):
-            call = Call("generate", (prompts.select(list(range(lo, min(lo + size, len(prompts))))), spec.n))
+            call = Call("generate", (prompts.select(list(range(lo, min(lo + size, len(prompts))))), spec.n),
+                        min_version=min_version)
             self.rng.choice(self.actors).queue.append(call)
             calls.append((lo, call))
         return SimPending(self, calls)
 
     def start_load_weights(self, version: int) -> None:
         for a in self.actors:
-            a.queue.append(Call("reload", version))
+            (a.control if self.interrupt else a.queue).append(Call("reload", version))
 
 
 @dataclass
 class SimPending:
     group: SimRollouts
     calls: list
+    _result: Rollouts | None = None
 
     def result(self) -> Rollouts:
-        for _, call in self.calls:
-            self.group._progress(until=call)
-        return Rollouts.concat([c.result for _, c in self.calls], [lo for lo, _ in self.calls])
+        if self._result is None:
+            for _, call in self.calls:
+                self.group._progress(until=call)
+            self._result = Rollouts.concat([c.result for _, c in self.calls], [lo for lo, _ in self.calls])
+            self.group.delivered.append(self._result)
+        return self._result
 
 
 class SimRewards:
@@ -154,26 +182,29 @@ class SilentLogger:
     def log(self, *args): pass
 
 
-def _controller(k: int, sync_every: int, actors: int, chunk: int | None, steps: int, seed: int):
+def _controller(k: int, sync_every: int, actors: int, chunk: int | None, steps: int, seed: int,
+                interrupt: bool = False):
     cfg = load_recipe("recipes/grpo_arith.yaml", [
         f"train.max_staleness={k}", f"train.sync_every={sync_every}", f"train.steps={steps}",
         "train.prompts_per_step=3", "algo.group_size=2", f"rollout.num_workers={actors}",
-        f"rollout.chunk_prompts={'null' if chunk is None else chunk}"])
+        f"rollout.chunk_prompts={'null' if chunk is None else chunk}", f"rollout.interrupt={str(interrupt).lower()}"])
     prompts = Prompts(ids=[f"p{i}" for i in range(7)], texts=[f"p{i}" for i in range(7)],
                       token_ids=[np.array([5, i]) for i in range(7)], answers=["0"] * 7)
     rng = random.Random(seed)
-    rollouts = SimRollouts(actors, rng)
+    rollouts = SimRollouts(actors, rng, cfg.rollout.interrupt)
     roles = Roles(rollouts=rollouts, rewards=SimRewards(), learners=SimLearners(rollouts, rng),
                   reference=None, sync=SimSync(rollouts))
     return Controller(cfg, roles, build_algorithm(cfg.algo), prompts, prompts, 0, SilentLogger()), prompts
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(k=st.integers(0, 3), sync_every=st.integers(1, 3), actors=st.integers(1, 3),
        chunk=st.one_of(st.none(), st.integers(1, 3)), steps=st.integers(1, 9),
-       cut=st.integers(0, 9), seed=st.integers(0, 2**16))
-def test_staleness_bound_order_and_versions_hold_for_any_schedule(k, sync_every, actors, chunk, steps, cut, seed):
-    controller, prompts = _controller(k, sync_every, actors, chunk, steps, seed)
+       cut=st.integers(0, 9), seed=st.integers(0, 2**16), interrupt=st.booleans())
+def test_staleness_bound_order_and_versions_hold_for_any_schedule(k, sync_every, actors, chunk, steps, cut, seed,
+                                                                  interrupt):
+    interrupt = interrupt and k > 0  # the synchronous loop has no interrupt (recipe check)
+    controller, prompts = _controller(k, sync_every, actors, chunk, steps, seed, interrupt)
     bound = k + sync_every - 1
     cut = min(cut, steps)
     # The loop stops after `cut` steps with rollouts in flight and restarts as a new controller
@@ -182,13 +213,23 @@ def test_staleness_bound_order_and_versions_hold_for_any_schedule(k, sync_every,
     for segment in (range(cut), range(cut, steps)):
         if segment.start > 0:
             state = controller.state(segment.start, wall_s=0.0)
-            controller, _ = _controller(k, sync_every, actors, chunk, steps, seed + 1)
+            controller, _ = _controller(k, sync_every, actors, chunk, steps, seed + 1, interrupt)
             controller.restore(state)
         runs.append(controller)
         for step in segment:
             metrics = controller.train_step(step)
             assert 0 <= metrics["async/staleness"] <= bound
+            assert 0 <= metrics["async/token_staleness"] <= metrics["async/staleness"]
             assert metrics["async/in_flight"] <= k + sync_every - 1
+            assert interrupt or metrics["async/interrupted_frac"] == 0
+    # Every token of step s's rollouts is at most `bound` versions old (and not from the future);
+    # within a row, versions never go back; a row's version is its oldest token's.
+    taken = [r for run in dict.fromkeys(runs) for r in run.roles.rollouts.delivered]  # cut 0: one run
+    assert len(taken) == steps
+    for step, rollouts in enumerate(taken):
+        for version, tokens in zip(rollouts.policy_versions, rollouts.token_versions):
+            assert version == tokens.min() and (np.diff(tokens) >= 0).all()
+            assert step - bound <= tokens.min() and tokens.max() <= step
     stream = PromptStream(prompts, controller.cfg.train.seed)
     expected = [i for _ in range(steps) for i in stream.next_batch(3).ids]
     assert controller.samples_seen == steps * 3 * 2
@@ -213,10 +254,46 @@ def test_staleness_reaches_k_when_generation_runs_ahead():
     assert [controller.train_step(s)["async/staleness"] for s in range(6)] == [0.0, 1.0, 2.0, 2.0, 2.0, 2.0]
 
 
+class FirstChoice:
+    """An rng that always picks the first runnable queue: an actor's control group (reloads) first."""
+
+    def choice(self, items):
+        return items[0]
+
+
+@pytest.mark.parametrize("interrupt,interrupted", [(False, [0.0] * 4), (True, [0.0, 1.0, 1.0, 1.0])])
+def test_a_weight_load_interrupts_the_generation_in_progress(interrupt, interrupted):
+    # One actor; while step t trains it makes one engine step (token 1 of 3) of step t+1's request,
+    # then the weights of version t+1 are sent. Without interrupt they wait for the request to
+    # end: its rows are all version t. With it they apply at once: tokens 2 and 3 are version t+1.
+    controller, _ = _controller(k=1, sync_every=1, actors=1, chunk=None, steps=4, seed=0, interrupt=interrupt)
+    rollouts = controller.roles.rollouts
+    rollouts.rng = FirstChoice()
+    controller.roles.learners.update = lambda *a: (rollouts._progress(budget=1), {})[1]
+    metrics = [controller.train_step(s) for s in range(4)]
+    assert [m["async/interrupted_frac"] for m in metrics] == interrupted
+    assert [m["async/staleness"] for m in metrics] == [0.0, 1.0, 1.0, 1.0]  # the oldest token: version t
+    # step t trains on tokens of versions [t-1, t, t] (mean staleness 1/3) or [t-1] * 3 (1)
+    expected = [0.0] + [1 / 3 if interrupt else 1.0] * 3
+    assert [m["async/token_staleness"] for m in metrics] == pytest.approx(expected)
+    assert rollouts.delivered[1].token_versions[0].tolist() == ([0, 1, 1] if interrupt else [0, 0, 0])
+
+
 def test_pipeline_refuses_to_pop_a_step_it_never_requested():
     pipeline = RolloutPipeline(1, lambda step: step)
     with pytest.raises(RuntimeError, match="never requested"):
         pipeline.pop(0)
+
+
+def test_token_version_metrics_count_tokens_and_mixed_rows():
+    rollouts = replace(make_rollouts([0, 0, 1], response_ids=[np.zeros(3), np.zeros(1), np.zeros(0)], policy_versions=[4, 5, 5]),
+                       token_versions=[np.array([4, 5, 5]), np.array([5]), np.array([], dtype=int)])
+    metrics = token_version_metrics(5, rollouts)
+    # trained version 5: token staleness [1, 0, 0] and [0] -> 1/4; one of three rows mixes versions
+    assert metrics == {"async/token_staleness": 0.25, "async/interrupted_frac": pytest.approx(1 / 3)}
+    # no per-token versions: each token has its row's version, no row is mixed
+    plain = make_rollouts([0, 1], response_ids=[np.zeros(2), np.zeros(2)], policy_versions=[3, 5])
+    assert token_version_metrics(5, plain) == {"async/token_staleness": 1.0, "async/interrupted_frac": 0.0}
 
 
 def test_check_staleness_raises_outside_the_bound():

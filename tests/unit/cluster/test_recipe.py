@@ -42,6 +42,7 @@ def test_config_is_frozen():
     ("rewards=[{name: remote_pairwise_probe}]", "rewards.0.name: unknown reward"),
     ("rollout.resources={CPU: 1}", "rollout.resources: CPU: custom resources need a new name"),
     ("train.max_staleness=-1", "train.max_staleness: Input should be greater than or equal to 0 (got -1)"),
+    ("rollout.interrupt=true", "rollout.interrupt: needs the asynchronous loop (train.max_staleness > 0)"),
     ("train.prompts_per_step=1", "train.prompts_per_step: 8 training units per step cannot feed 4 learner ranks x 4 mini-batches"),
 ])
 def test_bad_values_give_one_line_naming_the_key(override, message):
