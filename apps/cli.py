@@ -1,4 +1,4 @@
-"""`rewardflow` command line: train, setup, submit."""
+"""`rewardflow` command line: train, setup, submit, rewards list, train-rm, sft, serve-reward."""
 from __future__ import annotations
 
 import argparse
@@ -73,6 +73,19 @@ def cmd_train_rm(args) -> int:
     return 0
 
 
+def cmd_sft(args) -> int:
+    """Supervised fine-tuning of the policy on DeepSpeed (apps/sft.py)."""
+    from apps.sft import load_sft_config, run_sft
+
+    summary = run_sft(load_sft_config(args.recipe, args.overrides))
+    losses = summary["train_loss"]
+    held_out = (f"; held-out loss {summary['eval_loss_before']:.4f} -> {summary['eval_loss_after']:.4f}"
+                if summary["eval_loss_before"] is not None else "")
+    print(f"\nrewardflow sft: {summary['steps']} steps, train loss {losses[0]:.4f} -> {losses[-1]:.4f}{held_out} "
+          f"in {summary['wall_s']:.0f}s\n  policy: {summary['checkpoint']}\n  summary: {summary['summary_path']}")
+    return 0
+
+
 def cmd_rewards_list(args) -> int:
     """The reward registry with each reward's four taxonomy tags (rewards/catalog.py)."""
     from rewards.catalog import reward_table
@@ -107,6 +120,10 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("recipe")
     m.add_argument("overrides", nargs="*", help="dotted overrides, e.g. lr=1e-5 data.train_path=prefs.jsonl")
     m.set_defaults(fn=cmd_train_rm)
+    f = sub.add_parser("sft", help="supervised fine-tuning of the policy (files, IFT, EFT judge examples)")
+    f.add_argument("recipe")
+    f.add_argument("overrides", nargs="*", help="dotted overrides, e.g. steps=50 data.sources.0.path=chat.jsonl")
+    f.set_defaults(fn=cmd_sft)
     r = sub.add_parser("serve-reward", help="serve one registered reward over HTTP (bearer token, 127.0.0.1 by default)")
     r.add_argument("target", help="a registered reward name, or a YAML file of reward-server settings")
     r.add_argument("overrides", nargs="*", help="key=value settings, e.g. args.extract=math_verify max_batch=64")

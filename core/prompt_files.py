@@ -18,8 +18,9 @@ from core.config import ConfigError
 SUFFIXES = (".jsonl", ".json", ".parquet")
 
 
-def read_records(path: str, key: str) -> list[tuple[str, dict]]:
-    """(where, record) for every record of a prompt file; `where` is "file:line" or "file row N"."""
+def read_records(path: str, key: str, fields: str = "the prompt and answer columns") -> list[tuple[str, dict]]:
+    """(where, record) for every record of a prompt file; `where` is "file:line" or "file row N".
+    `fields` says what a record holds, in the error for one that is not an object."""
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"{key}: {path}: no such file")
@@ -30,8 +31,7 @@ def read_records(path: str, key: str) -> list[tuple[str, dict]]:
         raise ConfigError(f"{key}: {path} holds no rows")
     for where, record in records:
         if not isinstance(record, dict):
-            raise ConfigError(f"{key}: {where}: expected a JSON object with the prompt and answer columns, "
-                              f"got {_kind(record)}")
+            raise ConfigError(f"{key}: {where}: expected a JSON object with {fields}, got {kind_of(record)}")
     return records
 
 
@@ -97,7 +97,7 @@ def prompt_value(value: Any, where: str, key: str) -> str | list:
             isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str) for m in value):
         return value
     raise ConfigError(f"{key}: {where}: the prompt must be text or a list of chat messages "
-                      f"({{role, content}}), got {_kind(value)}")
+                      f"({{role, content}}), got {kind_of(value)}")
 
 
 def answer_value(value: Any, where: str, key: str) -> str:
@@ -106,10 +106,11 @@ def answer_value(value: Any, where: str, key: str) -> str:
         return value
     if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
         return str(value)
-    raise ConfigError(f"{key}: {where}: the answer must be text or a finite number, got {_kind(value)}")
+    raise ConfigError(f"{key}: {where}: the answer must be text or a finite number, got {kind_of(value)}")
 
 
-def _kind(value: Any) -> str:
+def kind_of(value: Any) -> str:
+    """What a JSON value is, for an error: "null", "a list", "a number (5)", ..."""
     if value is None:
         return "null"
     return {bool: "a boolean", dict: "an object", list: "a list", str: "text"}.get(

@@ -15,6 +15,8 @@ from apps.cli import main
 GRPO = "recipes/grpo_arith.yaml"
 RM = "recipes/rm_arith.yaml"
 JSONL_OK = '{"prompt": "What is 1 + 1?", "answer": "2"}\n'
+SFT = "recipes/sft_arith.yaml"
+SFT_OK = '{"prompt": "What is 1 + 1?", "response": "2"}\n'
 
 # name -> file content (bytes or text), written into the case's input folder
 FILES = {
@@ -46,6 +48,9 @@ FILES = {
     "pairs_empty.jsonl": "",
     "pairs_list.jsonl": '["p", "a", "b"]\n',
     "pairs_blank.jsonl": '{"prompt": "p", "chosen": " ", "rejected": "b"}\n',
+    "sft_noassistant.jsonl": SFT_OK + '{"messages": [{"role": "user", "content": "q"}]}\n',
+    "sft_role.jsonl": '{"messages": [{"role": "human", "content": "q"}, {"role": "assistant", "content": "a"}]}\n',
+    "sft_noresponse.jsonl": SFT_OK + '{"prompt": "What is 1 + 1?"}\n',
     "serve_dup.yaml": "reward: math_correct\nport: 1\nport: 2\n",
     "afile": "not a directory",
 }
@@ -77,6 +82,10 @@ def _file_task(name: str, *extra: str) -> list[str]:
 
 def _pairs_file(name: str) -> list[str]:
     return ["train-rm", RM, "data.arithmetic=null", f"data.train_path={{in}}/{name}"]
+
+
+def _sft_file(name: str) -> list[str]:
+    return ["sft", SFT, f"data.sources=[{{kind: file, path: {{in}}/{name}}}]"]
 
 
 # id -> (command words after the recipe's own words, the one line expected on stderr)
@@ -158,6 +167,12 @@ CASES = {
                            "pairs_blank.jsonl:1 lacks non-empty text field(s) chosen"),
     "rm-nan-lr": (["train-rm", RM, "lr=.nan"], "lr: Input should be a finite number"),
     "rm-output-under-a-file": (["train-rm", RM, "output_dir={in}/afile/rm"], "output_dir: {in}/afile/rm cannot be created"),
+    # conversation files (sft)
+    "sft-no-assistant-turn": (_sft_file("sft_noassistant.jsonl"),
+                              "data.sources.0.path: {in}/sft_noassistant.jsonl:2: messages have no assistant turn"),
+    "sft-unknown-role": (_sft_file("sft_role.jsonl"),
+                         "sft_role.jsonl:1: messages[0].role must be one of system, user, assistant, got 'human'"),
+    "sft-no-response": (_sft_file("sft_noresponse.jsonl"), "data.sources.0.path: {in}/sft_noresponse.jsonl:2: has no response"),
     # serve-reward settings
     "serve-unknown-reward": (["serve-reward", "nope", "--no-auth"], "reward: unknown reward 'nope'"),
     "serve-repeated-key": (["serve-reward", "{in}/serve_dup.yaml", "--no-auth"], "{in}/serve_dup.yaml: line 3 repeats the key 'port'"),
@@ -207,7 +222,8 @@ def test_bad_input_is_one_line_exit_2_and_creates_nothing(case, inputs, tiny_mod
     command = [_fill(w, inputs) for w in words]
     # the tiny model and a fresh output directory, unless the case sets its own
     defaults = {"train": {"model.path": tiny_model_path, "train.output_dir": out},
-                "train-rm": {"model.path": tiny_model_path, "output_dir": out}}.get(command[0], {})
+                "train-rm": {"model.path": tiny_model_path, "output_dir": out},
+                "sft": {"model.path": tiny_model_path, "output_dir": out}}.get(command[0], {})
     given = {w.split("=")[0] for w in command}
     command += [f"{key}={value}" for key, value in defaults.items() if key not in given]
     before = _snapshot(tmp_path)
