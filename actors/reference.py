@@ -30,3 +30,17 @@ class ReferenceActor:
                for mb in batch.split(n)]
         self.busy_s += time.perf_counter() - started
         return torch.cat(out)
+
+    def load_weights(self, *buckets: list) -> None:
+        """Load the policy's weights, wire-form buckets (`core/wire.py`; Ray resolves the bucket
+        refs passed as arguments): the reference follows the policy, as iterative
+        self-rewarding's M_t does."""
+        from core.wire import from_wire
+
+        started = time.perf_counter()
+        with torch.no_grad():
+            params = dict(self.model.named_parameters())
+            for bucket in buckets:
+                for name, tensor in from_wire(bucket):
+                    params[name].copy_(tensor)
+        self.busy_s += time.perf_counter() - started

@@ -19,11 +19,12 @@ import numpy as np
 
 from cluster import checkpoint
 from cluster.metrics import PhaseTimer, RunLogger
-from cluster.pipeline import InFlight, RolloutPipeline, check_staleness
+from cluster.pipeline import InFlight, RolloutPipeline, check_staleness, token_version_metrics
 from cluster.recipe import RecipeConfig, dump_recipe
 from core.data import PromptStream
 from core.protocol import Prompts, Rollouts, RolloutTensors, SamplingSpec, Scores, TrainBatch
 from learners.algos.base import Algorithm
+from rewards.self_judge import JUDGE_TERM, MAX_SCORE, aggregate_judgments, parse_score
 
 if TYPE_CHECKING:  # the role groups import Ray; the loop itself runs on any objects with these methods
     from cluster.groups import CriticGroup, LearnerGroup, ReferenceGroup, RewardGroup, RolloutGroup
@@ -76,8 +77,22 @@ class Controller:
                             mixture_coef=self.algorithm.mixture_coef(step) if self.needs.mixture_sampling else None,
                             greedy_per_prompt=self.needs.greedy_sample)
         prompts = self.stream.next_batch(self.cfg.train.prompts_per_step)
-        pending = self.roles.rollouts.submit(prompts, spec, r.chunk_prompts)
+        pending = self.roles.rollouts.submit(prompts, spec, r.chunk_prompts, min_version=self.version)
         return InFlight(step, prompts, pending, self.roles.rewards.submit(pending))
+
+    def self_judge(self, item: InFlight, rollouts: Rollouts, scores: Scores) -> tuple[Scores, dict[str, float]]:
+        """The policy judges its own responses on the rollout engines, with the weights they hold
+        now; each response's mean parsed score joins the scores as `self_judge` (NaN: none)."""
+        judge = self.needs.judge
+        questions = [item.prompts.questions[g] for g in rollouts.group_ids]
+        found = self.roles.rollouts.judge(questions, rollouts.response_texts, judge, self.cfg.rollout.chunk_prompts)
+        means, stats = aggregate_judgments([[parse_score(t) for t in texts] for texts in found.texts])
+        judged = means[~np.isnan(means)]
+        metrics = {"judge/parse_rate": stats["parse_rate"], "judge/unjudged": float(stats["unjudged"]),
+                   "judge/policy_version": float(min(found.versions)), "judge/checksum": found.checksums[0],
+                   **{f"judge/score_{s}": float(np.mean(np.rint(judged) == s)) if len(judged) else 0.0
+                      for s in range(MAX_SCORE + 1)}}
+        return replace(scores, terms={**scores.terms, JUDGE_TERM: means}), metrics
 
     def reference_forward(self, tensors: RolloutTensors) -> RolloutTensors:
         return replace(tensors, ref_logprobs=self.roles.reference.logprobs(tensors.probe()))
@@ -101,11 +116,14 @@ class Controller:
         self.roles.sync.start(version)
         if self.cfg.train.max_staleness == 0:
             self.roles.sync.finish()
+        if self.needs.reference_follows_policy:  # iterative self-rewarding: M_t is the next reference
+            self.roles.reference.load_weights(self.roles.learners.export_weights())
+            self.roles.learners.check_export()
 
     def evaluate(self) -> float:
         """Greedy accuracy on the held-out split."""
         spec = SamplingSpec(n=1, max_new_tokens=self.cfg.train.eval_max_new_tokens, temperature=0.0)
-        rollouts = self.roles.rollouts.generate(self.evals, spec)
+        rollouts = self.roles.rollouts.generate(self.evals, spec, min_version=self.version)
         return float(np.mean(self.roles.rewards.accuracy(rollouts).values))
 
     # -- loop -----------------------------------------------------------------------------
@@ -119,6 +137,10 @@ class Controller:
             rollouts = item.rollouts.result()
         with timer.phase("score"):
             scores = item.scores.result()
+        judge_metrics: dict[str, float] = {}
+        with timer.phase("judge"):
+            if self.needs.judge is not None:
+                scores, judge_metrics = self.self_judge(item, rollouts, scores)
         staleness = check_staleness(step, rollouts.policy_versions, self.staleness_bound)
         tensors = RolloutTensors.from_rollouts(rollouts, self.pad_id)
         with timer.phase("reference"):
@@ -138,9 +160,10 @@ class Controller:
         if step % max(1, self.cfg.train.steps // 4) == 0:
             self.logger.samples_table(step, rollouts, scores)
         return {
-            **rollout_metrics(rollouts, scores), **prep_metrics, **train_metrics, **timer.times,
+            **rollout_metrics(rollouts, scores), **judge_metrics, **prep_metrics, **train_metrics, **timer.times,
             **({"train/mixture_coef": self.algorithm.mixture_coef(step)} if self.needs.mixture_sampling else {}),
             "async/staleness": float(staleness),
+            **token_version_metrics(step, rollouts),
             "async/in_flight": float(len(self.pipeline)),
             "timing/reload": self.roles.sync.last_reload_s,
             "timing/step": step_s,
@@ -226,7 +249,8 @@ def rollout_metrics(rollouts: Rollouts, scores: Scores) -> dict[str, float]:
         "rollout/response_len": float(lengths.mean()),
         "rollout/truncated_frac": float(np.mean([f == "length" for f in rollouts.finish_reasons])),
     }
-    out.update({f"reward/{k}": float(np.mean(v)) for k, v in scores.terms.items()})
+    # A term may be NaN where it has no value (`self_judge`: no parsable judgment).
+    out.update({f"reward/{k}": float(np.nanmean(v)) for k, v in scores.terms.items() if np.isfinite(v).any()})
     return out
 
 

@@ -13,22 +13,21 @@ from cluster.controller import Controller, Roles, write_summary
 from cluster.metrics import RunLogger
 from cluster.placement import ROLES, busy_seconds, check_address, node_ids, start_ray
 from cluster.recipe import RecipeConfig, dump_recipe
-from core.config import make_output_dir
+from core.config import ConfigError, make_output_dir
 from core.data import load_rows, render_prompts, truncate_prompts
 from core.models import load_checked_tokenizer, resolve_model_path
 from core.protocol import Prompts
 from learners.algos.registry import build_algorithm
 
 
-def build_roles(cfg: RecipeConfig, model_path: str, needs) -> Roles:
+def build_roles(cfg: RecipeConfig, model_path: str, needs, judge_len: int | None = None) -> Roles:
+    """`judge_len`: the longest self-judge prompt plus its answer, in tokens (`RunInputs`)."""
     from cluster.groups import CriticGroup, LearnerGroup, ReferenceGroup, RewardGroup, RolloutGroup
     from cluster.weight_sync import make_weight_sync
 
-    if needs.judge:
-        raise NotImplementedError("a policy-as-judge phase (self-rewarding) is not built yet; "
-                                  "use a judge reward in `rewards:` instead")
     learners = LearnerGroup(cfg, model_path)
-    rollouts = RolloutGroup.for_recipe(cfg, model_path, reference_path=model_path if needs.mixture_sampling else None)
+    rollouts = RolloutGroup.for_recipe(cfg, model_path, reference_path=model_path if needs.mixture_sampling else None,
+                                       min_model_len=judge_len)
     return Roles(
         rollouts=rollouts,
         rewards=RewardGroup(cfg, model_path),
@@ -49,6 +48,7 @@ class RunInputs:
     train_prompts: Prompts
     eval_prompts: Prompts
     out_dir: Path
+    judge_len: int | None = None  # self-judging: the longest judge prompt plus its answer, in tokens
 
 
 def read_inputs(cfg: RecipeConfig) -> RunInputs:
@@ -66,11 +66,36 @@ def read_inputs(cfg: RecipeConfig) -> RunInputs:
                   f"{cfg.rollout.max_prompt_len} tokens; their start is cut (the end, with the question, is kept)",
                   file=sys.stderr, flush=True)
         prompts.append(rendered)
+    judge_len = check_judge_len(cfg, tokenizer, model_path)
     check_address(cfg)
     if cfg.train.checkpoint_every:
         checkpoint_key(create=True)  # checkpoints are signed: an unusable key fails before Ray starts
     out_dir = make_output_dir(cfg.train.output_dir, "train.output_dir")
-    return RunInputs(resume, model_path, tokenizer.pad_token_id, prompts[0], prompts[1], out_dir)
+    return RunInputs(resume, model_path, tokenizer.pad_token_id, prompts[0], prompts[1], out_dir, judge_len)
+
+
+def check_judge_len(cfg: RecipeConfig, tokenizer, model_path: str) -> int | None:
+    """Tokens a self-judge request needs (template, question, response, answer), checked
+    against the model's context; None without a judge phase."""
+    from transformers import AutoConfig
+
+    judge = build_algorithm(cfg.algo).needs().judge
+    if judge is None:
+        return None
+    from rewards.self_judge import render_judge_prompt
+
+    frame = tokenizer.apply_chat_template(
+        [{"role": "user", "content": render_judge_prompt(judge.template_text(), "", "")}],
+        tokenize=False, add_generation_prompt=True)
+    r = cfg.rollout
+    needed = len(tokenizer(frame, add_special_tokens=False)["input_ids"]) + r.max_prompt_len + r.max_new_tokens \
+        + judge.max_new_tokens
+    limit = getattr(AutoConfig.from_pretrained(model_path), "max_position_embeddings", None)
+    if limit is not None and needed > limit:
+        raise ConfigError(f"algo.judge: a judge request needs up to {needed} tokens (template, "
+                          f"rollout.max_prompt_len, rollout.max_new_tokens, judge.max_new_tokens), more than the "
+                          f"model's {limit} positions; shorten algo.judge.template or those lengths")
+    return needed
 
 
 def train(cfg: RecipeConfig) -> dict:
@@ -86,7 +111,7 @@ def train(cfg: RecipeConfig) -> dict:
     logger = None
     try:
         logger = RunLogger(cfg.logging, dump_recipe(cfg), str(out_dir), cfg.train.steps)
-        roles = build_roles(cfg, model_path, needs)
+        roles = build_roles(cfg, model_path, needs, inputs.judge_len)
         startup_s = time.perf_counter() - started
         controller = Controller(cfg, roles, algorithm, inputs.train_prompts, inputs.eval_prompts,
                                 inputs.pad_id, logger)

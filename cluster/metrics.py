@@ -1,6 +1,8 @@
-"""wandb logging (metric names `<area>/<name>`), a table of sample generations, a progress bar."""
+"""Run logging: every step's metrics (names `<area>/<name>`) to wandb and to
+`<output_dir>/metrics.jsonl` whatever the wandb mode, a table of sample generations, a progress bar."""
 from __future__ import annotations
 
+import json
 import os
 import time
 from contextlib import contextmanager
@@ -41,6 +43,8 @@ class RunLogger:
                               dir=out_dir, config=recipe, reinit="finish_previous")
         self.total_steps = total_steps
         self.bar = None
+        # One JSON object per logged step, appended (a resumed run continues the same file).
+        self.jsonl = open(os.path.join(out_dir, "metrics.jsonl"), "a", encoding="utf-8")
 
     def start_progress(self) -> None:
         """Progress bar with ETA, started when training starts (not during start-up)."""
@@ -53,6 +57,8 @@ class RunLogger:
         # NaN/inf are logged as they are: a diverging run must show it.
         clean = {k: float(v) for k, v in metrics.items() if v is not None}
         self.run.log(clean, step=step)
+        self.jsonl.write(json.dumps({"step": step, "time": time.time(), **clean}) + "\n")
+        self.jsonl.flush()
 
     def advance(self, metrics: dict[str, float]) -> None:
         if self.bar is not None:
@@ -73,4 +79,5 @@ class RunLogger:
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
+        self.jsonl.close()
         self.run.finish()

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import operator
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 
@@ -138,11 +138,13 @@ def load_rows(cfg: TaskConfig) -> tuple[list[Row], list[Row]]:
 
 def render_prompts(rows: list[Row], tokenizer, cfg: TaskConfig) -> Prompts:
     """Apply the chat template; a prompt may be a string or a list of chat messages."""
-    texts, ids = [], []
+    texts, ids, questions = [], [], []
     for row in rows:
         if isinstance(row.question, list):
             messages = list(row.question)
+            questions.append(next((m["content"] for m in reversed(messages) if m.get("role") == "user"), ""))
         else:
+            questions.append(row.question)
             messages = [{"role": "user", "content": row.question + cfg.instruction}]
         if cfg.system_prompt is not None:
             messages = [{"role": "system", "content": cfg.system_prompt}, *messages]
@@ -150,7 +152,8 @@ def render_prompts(rows: list[Row], tokenizer, cfg: TaskConfig) -> Prompts:
         tok = tokenizer(text, add_special_tokens=False)["input_ids"]
         texts.append(text)
         ids.append(np.asarray(tok, dtype=np.int64))
-    return Prompts(ids=[r.id for r in rows], texts=texts, token_ids=ids, answers=[r.answer for r in rows])
+    return Prompts(ids=[r.id for r in rows], texts=texts, token_ids=ids, answers=[r.answer for r in rows],
+                   questions=questions)
 
 
 def truncate_prompts(prompts: Prompts, max_prompt_len: int) -> tuple[Prompts, int]:
@@ -158,7 +161,7 @@ def truncate_prompts(prompts: Prompts, max_prompt_len: int) -> tuple[Prompts, in
     and the generation prompt, is kept. Returns the prompts and how many were cut."""
     ids = [t[-max_prompt_len:] if len(t) > max_prompt_len else t for t in prompts.token_ids]
     cut = sum(len(t) > max_prompt_len for t in prompts.token_ids)
-    return Prompts(prompts.ids, prompts.texts, ids, prompts.answers), cut
+    return replace(prompts, token_ids=ids), cut
 
 
 class PromptStream:

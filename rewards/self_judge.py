@@ -14,10 +14,13 @@ import string
 from pathlib import Path
 
 import numpy as np
+from pydantic import Field, field_validator
 
+from core.config import Section
 from core.data import OPS, ArithmeticConfig, TaskConfig, arithmetic_rows, operands
 
 MAX_SCORE = 5
+JUDGE_TERM = "self_judge"  # the scores term holding each response's mean judge score
 PLACEHOLDERS = ("prompt", "response")
 
 # Yuan et al. 2024, Figure 2, reworded with the same structure: the user question, the
@@ -69,9 +72,42 @@ def check_template(template: str, where: str = "judge template") -> None:
         raise ValueError(f"{where}: missing {' and '.join(missing)}")
 
 
+class SelfJudgeConfig(Section):
+    """How the policy judges its own responses (`algo.judge` of self-rewarding recipes)."""
+
+    k: int = Field(3, ge=1)  # judgments per response, averaged (the paper: 3)
+    temperature: float = Field(0.7, ge=0)
+    max_new_tokens: int = Field(96, ge=8)  # room for a short justification and the score line
+    # A template file with {prompt} and {response}; None: DEFAULT_RUBRIC.
+    template: str | None = None
+    # Decode each judgment under "<one line of justification>\nScore: <0-5>" (vLLM structured
+    # outputs), so that every judgment parses: for policies too small to follow the format.
+    constrained: bool = False
+
+    def answer_regex(self) -> str | None:
+        """The pattern a constrained judgment is decoded under (a justification line of at most one
+        character per token of the budget, so the score line always fits); None when unconstrained."""
+        from rewards.judge import score_regex
+
+        return score_regex(0, MAX_SCORE, self.max_new_tokens - 8) if self.constrained else None
+
+    @field_validator("template")
+    @classmethod
+    def _readable(cls, path: str | None) -> str | None:
+        if path is not None:
+            load_template(path)
+        return path
+
+    def template_text(self) -> str:
+        return DEFAULT_RUBRIC if self.template is None else load_template(self.template)
+
+
 def load_template(path: str | Path) -> str:
     """A judge template file (UTF-8), checked by `check_template`."""
-    text = Path(path).read_text(encoding="utf-8")
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise ValueError(f"judge template {path}: cannot read it ({type(e).__name__}: {e})") from None
     check_template(text, f"judge template {path}")
     return text
 

@@ -69,7 +69,11 @@ class Needs:
     pairs: bool = False
     mixture_sampling: bool = False
     mixture_coef: float = 0.5  # weight of the reference in the sampled mixture
-    judge: bool = False
+    # The policy judges its own responses (self-rewarding): a `rewards.self_judge.SelfJudgeConfig`,
+    # run by the controller's judge phase on the rollout engines; None: no judge phase.
+    judge: object | None = None
+    # The reference loads the policy's weights at every weight sync (iterative self-rewarding).
+    reference_follows_policy: bool = False
     old_logprobs: bool = False  # the learner recomputes π_old before updating (is_correction)
     # One greedy response per prompt beside the sampled ones (`Rollouts.greedy`), scored like
     # them; `prepare` uses it (e.g. as a baseline) and leaves it out of the batch.

@@ -14,6 +14,7 @@ ALGORITHMS = LazyRegistry("algorithm", {
     "online_ipo": "learners.algos.online_dpo:OnlineIPO",
     "ipo_md": "learners.algos.online_dpo:IPOMD",
     "nash_md": "learners.algos.nash_md:NashMD",
+    "self_rewarding": "learners.algos.self_rewarding:SelfRewarding",
 })
 
 

@@ -29,6 +29,7 @@ from learners.algos.base import Algorithm
 from learners.algos.registry import ALGORITHMS, build_algorithm
 from rewards.base import PairwiseReward
 from rewards.registry import REWARDS
+from rewards.self_judge import JUDGE_TERM
 from tests.helpers import make_rollouts, make_scores
 
 RECIPES = Path(__file__).resolve().parents[2] / "recipes"
@@ -91,6 +92,11 @@ def _step(algo: Algorithm, seed: int = 0):
         greedy=np.tile(np.arange(per_prompt) == per_prompt - 1, NUM_PROMPTS) if needs.greedy_sample else None,
     )
     scores = make_scores(rng.permutation(n) / n + rng.uniform(0.0, 0.1, size=n))  # distinct: no ties
+    if needs.judge is not None:  # mean self-judge scores: one prompt all ties, one unjudged response
+        judged = rng.integers(0, 6, size=n).astype(float)
+        judged[group_ids == 0] = 3.0
+        judged[-1] = np.nan
+        scores = replace(scores, terms={**scores.terms, JUDGE_TERM: judged})
     tensors = RolloutTensors.from_rollouts(rollouts, pad_id=0)
     g = torch.Generator().manual_seed(seed)
     mask = tensors.response_mask
@@ -155,8 +161,8 @@ def test_declared_needs_are_consistent(name):
         assert needs.samples_per_prompt == 2
         # a pair trained on both rows is one unit (a shard never splits it); else one row per pair
         assert algo.rows_per_unit == 2 or algo.train_rows(NUM_PROMPTS) == NUM_PROMPTS
-    if algo.rows_per_unit == 2:
-        assert needs.pairs
+    if algo.rows_per_unit == 2:  # a pair of responses trained together: sampled as one, or picked by a judge
+        assert needs.pairs or needs.judge is not None
     if needs.mixture_sampling:
         # the rollout actor draws one policy and one mixture sample per prompt: a pair
         assert needs.pairs and 0.0 <= needs.mixture_coef <= 1.0
