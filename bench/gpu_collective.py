@@ -93,6 +93,23 @@ def receiver(backend: str, device: str, host: str, port: int, layouts, repeats: 
         out.put({"ok": False, "error": traceback.format_exc()[-2000:]})
 
 
+def timed_syncs(sender, engine: PolicyEngine, buckets, repeats: int, started: float) -> tuple[float, list[float]]:
+    """`repeats + 1` full syncs (pack every bucket, broadcast, wait): seconds from `started` to
+    the end of the first (the communicator is made by the first collective), and each later one's."""
+    times, first = [], None
+    for version in range(repeats + 1):
+        t = time.perf_counter()
+        sender.begin(version)
+        for index, names in enumerate(buckets):
+            sender.pack(index, engine.iter_weights(names))
+        sender.finish()
+        if first is None:
+            first = time.perf_counter() - started
+        else:
+            times.append(time.perf_counter() - t)
+    return first, times
+
+
 def broadcast_check(engine: PolicyEngine, backend: str, device: str, repeats: int) -> dict:
     buckets, layouts = plan(engine)
     ctx = mp.get_context("spawn")
@@ -105,17 +122,7 @@ def broadcast_check(engine: PolicyEngine, backend: str, device: str, repeats: in
         store_s = time.perf_counter() - started
         store, group = join_group(backend, store, "", 0, 0, 2, 120.0)
         sender = WeightSender(store, group, layouts, 1, device, 120.0)
-        times, first = [], None
-        for version in range(repeats + 1):
-            t = time.perf_counter()
-            sender.begin(version)
-            for index, names in enumerate(buckets):
-                sender.pack(index, engine.iter_weights(names))
-            sender.finish()
-            if first is None:
-                first = time.perf_counter() - started  # the communicator is made by the first collective
-            else:
-                times.append(time.perf_counter() - t)
+        first, times = timed_syncs(sender, engine, buckets, repeats, started)
         report = out.get(timeout=300)
     finally:
         proc.join(timeout=60)
@@ -139,17 +146,7 @@ def nccl_alone(engine: PolicyEngine, repeats: int) -> dict:
     started = time.perf_counter()
     store, group = join_group("nccl", open_store("127.0.0.1", 1, 120.0), "", 0, 0, 1, 120.0)
     sender = WeightSender(store, group, layouts, 0, "cuda", 120.0)
-    times, first = [], None
-    for version in range(repeats + 1):
-        t = time.perf_counter()
-        sender.begin(version)
-        for index, names in enumerate(buckets):
-            sender.pack(index, engine.iter_weights(names))
-        sender.finish()
-        if first is None:
-            first = time.perf_counter() - started
-        else:
-            times.append(time.perf_counter() - t)
+    first, times = timed_syncs(sender, engine, buckets, repeats, started)
     return {"setup_and_first_sync_s": first, "sync_s": sum(times) / len(times), "times": times}
 
 

@@ -164,11 +164,12 @@ class WeightSender:
         try:
             self._wait_ready(version)
             started = time.perf_counter()
-            for _ in self.buffers:
-                index = self.packed.get()
-                _broadcast(self.group, self.buffers[index]).wait()
-                if self.buffers[index].is_cuda:  # NCCL's wait only orders streams
-                    torch.cuda.current_stream().synchronize()
+            # Each bucket goes out as soon as it is packed; the group's threads send several at once.
+            sending = [_broadcast(self.group, self.buffers[self.packed.get()]) for _ in self.buffers]
+            for work in sending:
+                work.wait()
+            if self.buffers and self.buffers[0].is_cuda:  # NCCL's wait only orders streams
+                torch.cuda.current_stream().synchronize()
             self.seconds = time.perf_counter() - started
         except BaseException as e:  # reported by finish()
             self.error = e if isinstance(e, WeightSyncError) else WeightSyncError(
