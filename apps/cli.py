@@ -1,4 +1,4 @@
-"""`rewardflow` command line: train, setup, submit, rewards list, train-rm, sft, serve-reward."""
+"""`rewardflow` command line: train, setup, submit, rewards list, train-rm, sft, serve-reward, report."""
 from __future__ import annotations
 
 import argparse
@@ -94,6 +94,14 @@ def cmd_rewards_list(args) -> int:
     return 0
 
 
+def cmd_report(args) -> int:
+    """One HTML page with the run's plots and sample generations (apps/report.py)."""
+    from apps.report import write_report
+
+    print(f"rewardflow report: {write_report(args.run_dir, args.out)}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="rewardflow", description="Distributed RLHF on Ray.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -134,6 +142,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--token", help="bearer token (visible in the process list: prefer --token-file)")
     r.add_argument("--no-auth", action="store_true", help="serve without a token (loopback hosts only)")
     r.set_defaults(fn=cmd_serve_reward)
+    o = sub.add_parser("report", help="plots and samples of a train run as one self-contained HTML page")
+    o.add_argument("run_dir", help="the run's train.output_dir (holds metrics.jsonl)")
+    o.add_argument("--out", metavar="DIR", help="where to write report.html and the PNGs (default RUN_DIR/report)")
+    o.set_defaults(fn=cmd_report)
     return p
 
 

@@ -1,7 +1,8 @@
 """Run checkpoints: what a restarted loop needs to continue where the last one stopped.
 
     <output_dir>/checkpoints/step_<N>/
-        state.json     the loop's state after N steps (cluster.controller.Controller.state) + recipe
+        state.json     the loop's state after N steps (cluster.controller.Controller.state) + recipe,
+                       and the wandb run id, so that a resumed run continues the same wandb run
         learner/       DeepSpeed checkpoint of the policy: weights, optimiser, scheduler (every rank)
         critic/        the same for the value model, when the algorithm has one
         manifest.json  every other file's size and SHA-256, signed (HMAC-SHA256) with this user's key
@@ -192,7 +193,15 @@ def read_state(ckpt: Path) -> dict:
         raise ConfigError(f"train.resume: {where} lacks {', '.join(missing)}")
     if not isinstance(state["recipe"], dict) or type(state["step"]) is not int or state["step"] < 0:
         raise ConfigError(f"train.resume: {where} has a malformed step or recipe")
+    if not isinstance(state.get("wandb_run_id"), (str, type(None))):
+        raise ConfigError(f"train.resume: {where} has a malformed wandb_run_id")
     return state
+
+
+def wandb_run_id(resume: tuple[Path, dict] | None) -> str | None:
+    """The wandb run a resumed run continues (`resolve_resume`'s result); None for a new run or a
+    checkpoint written before the id was kept."""
+    return resume[1].get("wandb_run_id") if resume is not None else None
 
 
 def resolve_resume(cfg: RecipeConfig) -> tuple[Path, dict] | None:

@@ -178,7 +178,8 @@ class Controller:
         steps are not part of it: a restarted loop requests them again, from the same prompts."""
         return {"step": steps_done, "prompts_consumed": steps_done * self.cfg.train.prompts_per_step,
                 "samples_seen": self.samples_seen, "rewards": self.roles.rewards.state(),
-                "eval_accuracy_before": self.acc_before, "accuracy_curve": self.curve, "wall_s": wall_s}
+                "eval_accuracy_before": self.acc_before, "accuracy_curve": self.curve, "wall_s": wall_s,
+                "wandb_run_id": self.logger.run_id}
 
     def restore(self, state: dict) -> None:
         """Continue after state["step"] steps (the learner, and critic, already hold that step's

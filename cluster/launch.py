@@ -8,10 +8,10 @@ from pathlib import Path
 
 import ray
 
-from cluster.checkpoint import checkpoint_key, resolve_resume
+from cluster.checkpoint import checkpoint_key, resolve_resume, wandb_run_id
 from cluster.controller import Controller, Roles, write_summary
 from cluster.metrics import RunLogger
-from cluster.placement import ROLES, busy_seconds, check_address, node_ids, start_ray
+from cluster.placement import ROLES, ResourceProbe, busy_seconds, check_address, job_ids, node_ids, start_ray
 from cluster.recipe import RecipeConfig, dump_recipe
 from core.config import ConfigError, make_output_dir
 from core.data import load_rows, render_prompts, truncate_prompts
@@ -110,7 +110,7 @@ def train(cfg: RecipeConfig) -> dict:
     address = start_ray(cfg, roles_used)
     logger = None
     try:
-        logger = RunLogger(cfg.logging, dump_recipe(cfg), str(out_dir), cfg.train.steps)
+        logger = RunLogger(cfg.logging, dump_recipe(cfg), str(out_dir), cfg.train.steps, wandb_run_id(resume))
         roles = build_roles(cfg, model_path, needs, inputs.judge_len)
         startup_s = time.perf_counter() - started
         controller = Controller(cfg, roles, algorithm, inputs.train_prompts, inputs.eval_prompts,
@@ -124,6 +124,8 @@ def train(cfg: RecipeConfig) -> dict:
             controller.restore(state)
             checksums_resumed = roles.rollouts.checksums()
         placement = {name: node_ids(group.actors) for name, group in roles.groups().items()}
+        logger.describe({**job_ids(), "placement": placement})
+        logger.add_source(ResourceProbe(roles.groups()))
         summary = controller.run()
         if cfg.train.save_final:
             summary["final_checkpoint"] = roles.learners.save(str(out_dir / "final"))
@@ -131,6 +133,7 @@ def train(cfg: RecipeConfig) -> dict:
                        rollout_checksums={"start": checksums_start, "end": roles.rollouts.checksums(),
                                           **({"resumed": checksums_resumed} if resume else {})},
                        placement=placement, weight_sync=roles.sync.name, resumed_from=str(resume[0]) if resume else None,
+                       wandb_run_id=logger.run_id,
                        busy_s={name: busy_seconds(group.actors) for name, group in roles.groups().items()})
         summary["summary_path"] = str(write_summary(str(out_dir), summary))
         return summary

@@ -1,10 +1,13 @@
 """Run logging: every step's metrics (names `<area>/<name>`) to wandb and to
-`<output_dir>/metrics.jsonl` whatever the wandb mode, a table of sample generations, a progress bar."""
+`<output_dir>/metrics.jsonl` whatever the wandb mode, a table of sample generations (also appended
+to `<output_dir>/samples.jsonl`), a progress bar. `rewardflow report` (apps/report.py) reads
+those files back."""
 from __future__ import annotations
 
 import json
 import os
 import time
+from collections.abc import Callable
 from contextlib import contextmanager
 
 from cluster.recipe import LoggingConfig
@@ -34,17 +37,36 @@ def wandb_mode(cfg: LoggingConfig) -> str:
 
 
 class RunLogger:
-    def __init__(self, cfg: LoggingConfig, recipe: dict, out_dir: str, total_steps: int):
+    """`run_id`: the wandb run to continue (a resumed run's checkpoint keeps it, `Controller.state`);
+    None starts a new one."""
+
+    def __init__(self, cfg: LoggingConfig, recipe: dict, out_dir: str, total_steps: int,
+                 run_id: str | None = None):
         import wandb
 
         self.cfg = cfg
         self.wandb = wandb
-        self.run = wandb.init(mode=wandb_mode(cfg), project=cfg.project, name=cfg.run_name,
-                              dir=out_dir, config=recipe, reinit="finish_previous")
+        self.run = wandb.init(mode=wandb_mode(cfg), project=cfg.project, name=cfg.run_name, dir=out_dir,
+                              config=recipe, reinit="finish_previous", id=run_id,
+                              resume="allow" if run_id else None)
         self.total_steps = total_steps
         self.bar = None
         # One JSON object per logged step, appended (a resumed run continues the same file).
         self.jsonl = open(os.path.join(out_dir, "metrics.jsonl"), "a", encoding="utf-8")
+        self.samples_path = os.path.join(out_dir, "samples.jsonl")
+        self.sources: list[Callable[[], dict[str, float]]] = []
+
+    @property
+    def run_id(self) -> str:
+        return self.run.id
+
+    def describe(self, info: dict) -> None:
+        """Add facts known only once the roles are placed (Ray job id, nodes) to the run's config."""
+        self.run.config.update(info, allow_val_change=True)
+
+    def add_source(self, source: Callable[[], dict[str, float]]) -> None:
+        """Metrics merged into every logged step (e.g. per-role resources); a source must not block."""
+        self.sources.append(source)
 
     def start_progress(self) -> None:
         """Progress bar with ETA, started when training starts (not during start-up)."""
@@ -55,6 +77,8 @@ class RunLogger:
 
     def log(self, step: int, metrics: dict[str, float]) -> None:
         # NaN/inf are logged as they are: a diverging run must show it.
+        for source in self.sources:
+            metrics = {**metrics, **source()}
         clean = {k: float(v) for k, v in metrics.items() if v is not None}
         self.run.log(clean, step=step)
         self.jsonl.write(json.dumps({"step": step, "time": time.time(), **clean}) + "\n")
@@ -70,11 +94,15 @@ class RunLogger:
         n = min(self.cfg.table_rows, len(rollouts))
         if n == 0:
             return
-        table = self.wandb.Table(columns=["step", "prompt", "response", "answer", "reward", "error"])
-        for i in range(n):
-            table.add_data(step, rollouts.prompt_texts[i], rollouts.response_texts[i], rollouts.answers[i],
-                           float(scores.values[i]), scores.errors[i] or "")
+        columns = ["step", "prompt", "response", "answer", "reward", "error"]
+        rows = [[step, rollouts.prompt_texts[i], rollouts.response_texts[i], rollouts.answers[i],
+                 float(scores.values[i]), scores.errors[i] or ""] for i in range(n)]
+        table = self.wandb.Table(columns=columns)
+        for row in rows:
+            table.add_data(*row)
         self.run.log({"samples": table}, step=step)
+        with open(self.samples_path, "a", encoding="utf-8") as f:
+            f.writelines(json.dumps(dict(zip(columns, row))) + "\n" for row in rows)
 
     def close(self) -> None:
         if self.bar is not None:

@@ -1,6 +1,7 @@
 """Ray start-up and per-role placement groups."""
 from __future__ import annotations
 
+import json
 import math
 import os
 import socket
@@ -108,3 +109,68 @@ def busy_seconds(actors: list) -> list[float]:
 def node_ids(actors: list) -> list[str]:
     """The Ray node each actor runs on (for the run summary: which role landed where)."""
     return ray.get([a.__ray_call__.remote(lambda self: ray.get_runtime_context().get_node_id()) for a in actors])
+
+
+def job_ids() -> dict[str, str | None]:
+    """This driver's Ray job id, and the submission id `rewardflow submit` / `ray job submit` gave
+    it (None when not run as a Ray job), for the wandb run's config."""
+    try:  # a submitted job's metadata reaches its driver through this variable (ray job_supervisor)
+        meta = json.loads(os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR", "{}")).get("metadata") or {}
+    except (ValueError, AttributeError):
+        meta = {}
+    return {"ray_job_id": os.environ.get("RAY_JOB_ID") or ray.get_runtime_context().get_job_id(),
+            "ray_submission_id": meta.get("job_submission_id")}
+
+
+_usage_seen: dict[int, object] = {}  # in each actor process: pid -> psutil.Process (cpu_percent's last reading)
+
+
+def process_usage() -> tuple[float, int]:
+    """(CPU percent since the previous call, RSS bytes) of the calling process and its children
+    (vLLM engine cores, isolated reward workers). A process seen for the first time reads 0 % CPU.
+    RSS is summed, so memory that children share with their parent counts more than once."""
+    import psutil
+
+    me = psutil.Process()
+    cpu, rss, alive = 0.0, 0, {}
+    for found in [me, *me.children(recursive=True)]:
+        proc = _usage_seen.get(found.pid)
+        proc = proc if proc == found else found  # Process equality includes the start time: no reused pid
+        try:
+            cpu, rss = cpu + proc.cpu_percent(), rss + proc.memory_info().rss
+        except psutil.Error:  # exited meanwhile
+            continue
+        alive[found.pid] = proc
+    _usage_seen.clear()
+    _usage_seen.update(alive)
+    return cpu, rss
+
+
+class ResourceProbe:
+    """`resources/<role>_cpu_percent` and `resources/<role>_rss_gib`, summed over each role's actors
+    (`process_usage`, run in the actor by `__ray_call__`). A call never blocks: it returns the roles
+    whose every actor has answered the previous request, and asks them again. An actor answers
+    between its own calls, so a busy role's reading may arrive a step late (or be skipped)."""
+
+    def __init__(self, groups: dict[str, object]):
+        self.groups = {name: group for name, group in groups.items() if group.actors}
+        self.pending = {name: self.ask(group) for name, group in self.groups.items()}
+
+    @staticmethod
+    def ask(group) -> list:
+        return [a.__ray_call__.remote(lambda self: process_usage()) for a in group.actors]
+
+    def __call__(self) -> dict[str, float]:
+        out = {}
+        for name, refs in self.pending.items():
+            if refs and len(ray.wait(refs, num_returns=len(refs), timeout=0)[0]) < len(refs):
+                continue
+            try:
+                usage = ray.get(refs)
+            except ray.exceptions.RayError:  # a stopped or restarted actor: its role is read again next time
+                usage = None
+            if usage:
+                out[f"resources/{name}_cpu_percent"] = sum(cpu for cpu, _ in usage)
+                out[f"resources/{name}_rss_gib"] = sum(rss for _, rss in usage) / 2**30
+            self.pending[name] = self.ask(self.groups[name])
+        return out

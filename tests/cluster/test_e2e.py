@@ -81,13 +81,13 @@ def test_async_grpo_with_two_rollout_actors_streams_chunks_within_the_staleness_
 def test_a_stopped_run_resumes_from_its_latest_checkpoint(tiny_model_path, tmp_path):
     """Two asynchronous steps with a checkpoint after each (only the newest kept), then the run
     continues to step 3 from `train.resume=latest`: the rollout actors restart from the
-    checkpoint's weights and the run trains only the missing step."""
+    checkpoint's weights and the run trains only the missing step, logging to the same wandb run."""
     import torch
 
     from cluster.launch import train
 
     common = tiny_overrides(tiny_model_path, tmp_path) + ["train.max_staleness=1", "train.save_final=false",
-                                                           "train.checkpoint_every=1"]
+                                                           "train.checkpoint_every=1", "logging.wandb_mode=offline"]
     first = train(load_recipe("recipes/grpo_arith.yaml", common + ["train.steps=2"]))
     ckpts = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
     assert first["steps"] == 2 and ckpts == ["step_2"]
@@ -112,3 +112,22 @@ def test_a_stopped_run_resumes_from_its_latest_checkpoint(tiny_model_path, tmp_p
     assert resumed["rollout_checksums"]["resumed"][0] == pytest.approx(probe_logprob_sum(policy, PROBE_IDS), rel=1e-4)
     assert resumed["rollout_checksums"]["resumed"][0] != resumed["rollout_checksums"]["start"][0]
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["step_3"]
+
+    # One wandb run across the restart (offline: a local directory per process, both with its id); the
+    # resumed process added its roles' nodes to the run's config and logged per-role resources.
+    run_id = first["wandb_run_id"]
+    assert resumed["wandb_run_id"] == run_id and state["wandb_run_id"] == run_id
+    runs = sorted((tmp_path / "wandb").glob("offline-run-*"))
+    assert len(runs) == 2 and all((r / f"run-{run_id}.wandb").is_file() for r in runs)
+    resumed_log = (runs[-1] / f"run-{run_id}.wandb").read_bytes()
+    assert all(node.encode() in resumed_log for node in resumed["placement"]["learner"])
+    logged = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    for role in ("rollout", "reward", "learner", "reference"):
+        assert any(r.get(f"resources/{role}_rss_gib", 0) > 0 for r in logged), role
+
+    # `rewardflow report` on the real run directory: every section has data
+    from apps.report import write_report
+
+    page = write_report(str(tmp_path)).read_text()
+    for key in ("reward", "accuracy", "phases", "staleness", "weight-sync", "busy", "resources", "samples"):
+        assert f'<section id="{key}">' in page, key

@@ -24,6 +24,7 @@ EDGES = {
     "httpx": ("rewards/remote.py",),
     "openai": ("rewards/judge_backends.py",),
     "wandb": ("cluster/metrics.py",),
+    "matplotlib": ("apps/plots.py",),
 }
 
 
@@ -146,7 +147,8 @@ def test_loading_a_recipe_imports_only_what_it_names():
             "before = {m for m in sys.modules if m.startswith(('rewards.', 'learners.algos.'))}\n"
             "load_recipe('recipes/grpo_arith.yaml')\n"
             "after = {m for m in sys.modules if m.startswith(('rewards.', 'learners.algos.'))}\n"
-            "heavy = [m for m in ('ray', 'vllm', 'deepspeed', 'httpx', 'fastapi', 'openai', 'wandb') if m in sys.modules]\n"
+            "heavy = [m for m in ('ray', 'vllm', 'deepspeed', 'httpx', 'fastapi', 'openai', 'wandb', 'matplotlib')"
+            " if m in sys.modules]\n"
             "print(sorted(before), sorted(after - before), heavy)\n")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True).stdout
     assert out.strip() == ("['learners.algos.registry', 'rewards.base', 'rewards.combine', 'rewards.registry'] "

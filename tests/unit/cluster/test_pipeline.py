@@ -178,6 +178,7 @@ class SimSync:
 
 
 class SilentLogger:
+    run_id = "silent"
     def samples_table(self, *args): pass
     def log(self, *args): pass
 
