@@ -21,10 +21,16 @@ def _print_summary(summary: dict) -> None:
 
 
 def cmd_train(args) -> int:
-    cfg = load_recipe(args.recipe, args.overrides)
+    cfg = load_recipe(args.recipe, [*args.overrides, *(["logging.verbose=true"] if args.verbose else [])])
+    from cluster.console import RunFailed
     from cluster.launch import train
 
-    _print_summary(train(cfg))
+    try:
+        summary = train(cfg)
+    except RunFailed as e:  # its traceback is in the run's logs/driver.log
+        print(f"rewardflow: error: {e}", file=sys.stderr)
+        return 1
+    _print_summary(summary)
     return 0
 
 
@@ -48,7 +54,9 @@ def cmd_submit(args) -> int:
             return getattr(submit, action)(address, job_id)
     if args.recipe is None:
         raise ConfigError("submit needs a recipe (or --follow / --status / --stop JOB_ID)")
-    load_recipe(args.recipe, args.overrides)
+    cfg = load_recipe(args.recipe, args.overrides)
+    if note := submit.output_note(cfg.train.output_dir):
+        print(f"rewardflow: {note}", file=sys.stderr, flush=True)
     job_id = submit.submit(args.recipe, args.overrides, address)
     print(f"rewardflow: submitted {job_id} to {address}", flush=True)
     return 0 if args.no_wait else submit.follow(address, job_id)
@@ -108,6 +116,9 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="run a recipe (local Ray cluster unless RAY_ADDRESS / cluster.address)")
     t.add_argument("recipe")
     t.add_argument("overrides", nargs="*", help="dotted overrides, e.g. algo.lr=1e-6")
+    t.add_argument("--verbose", action="store_true",
+                   help="show the actors' and Ray's output on the console too (logging.verbose=true); "
+                        "it always goes to OUTPUT_DIR/logs/")
     t.set_defaults(fn=cmd_train)
     s = sub.add_parser("setup", help="build the embedded default model in the cache")
     s.set_defaults(fn=cmd_setup)

@@ -18,6 +18,7 @@ from actors.reference import ReferenceActor
 from actors.reward import RewardActor
 from actors.reward_model import RewardModelTrainerActor
 from actors.rollout import RolloutActor
+from cluster.console import LOG_NAME_ENV, name_actor
 from cluster.placement import place_role, stop_role, threads_for, worker_env
 from cluster.recipe import RecipeConfig, RoleConfig
 from core.ops import split_bounds
@@ -32,11 +33,16 @@ def spawn(cls, name: str, role: RoleConfig, strategy: str, args_for,
           concurrency_groups: dict[str, int] | None = None) -> list:
     """One Ray actor of `cls` per worker of role `name`, in the role's placement group;
     `args_for(i)` gives worker i's constructor arguments. Ray takes `concurrency_groups` (name:
-    threads) only where the class is made remote, not in `.options`."""
+    threads) only where the class is made remote, not in `.options`. Worker i is named
+    `<name>-<i>`: its log file's name (cluster/console.py) and how errors name it."""
     options = place_role(name, role, strategy)
     remote_cls = ray.remote(concurrency_groups=concurrency_groups)(cls) if concurrency_groups else ray.remote(cls)
-    return [remote_cls.options(**opts, runtime_env=worker_env(role), name=None).remote(*args_for(i))
-            for i, opts in enumerate(options)]
+    actors = []
+    for i, opts in enumerate(options):
+        env = worker_env(role, {LOG_NAME_ENV: f"{name}-{i}"})
+        actors.append(remote_cls.options(**opts, runtime_env=env, name=None).remote(*args_for(i)))
+        name_actor(actors[-1], f"{name}-{i}")
+    return actors
 
 
 def get_all(refs: list, actors: list) -> list:

@@ -3,12 +3,14 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import ray
 
 from cluster.checkpoint import checkpoint_key, resolve_resume, wandb_run_id
+from cluster.console import Console, run_console
 from cluster.controller import Controller, Roles, write_summary
 from cluster.metrics import RunLogger
 from cluster.placement import ROLES, ResourceProbe, busy_seconds, check_address, job_ids, node_ids, start_ray
@@ -20,15 +22,22 @@ from core.protocol import Prompts
 from learners.algos.registry import build_algorithm
 
 
-def build_roles(cfg: RecipeConfig, model_path: str, needs, judge_len: int | None = None) -> Roles:
-    """`judge_len`: the longest self-judge prompt plus its answer, in tokens (`RunInputs`)."""
+def build_roles(cfg: RecipeConfig, model_path: str, needs, judge_len: int | None = None,
+                say: Callable[[str], None] = lambda text: None) -> Roles:
+    """`judge_len`: the longest self-judge prompt plus its answer, in tokens (`RunInputs`).
+    `say` gets one line per role once its actors are constructed, and the weight-sync path."""
     from cluster.groups import CriticGroup, LearnerGroup, ReferenceGroup, RewardGroup, RolloutGroup
     from cluster.weight_sync import make_weight_sync
 
+    started = time.perf_counter()
     learners = LearnerGroup(cfg, model_path)
+    say_ready(say, "learner", learners, started)
+    started = time.perf_counter()
     rollouts = RolloutGroup.for_recipe(cfg, model_path, reference_path=model_path if needs.mixture_sampling else None,
                                        min_model_len=judge_len)
-    return Roles(
+    say_ready(say, "rollout", rollouts, started)
+    started = time.perf_counter()  # reward and reference actors start while the critic's ranks set up
+    roles = Roles(
         rollouts=rollouts,
         rewards=RewardGroup(cfg, model_path),
         learners=learners,
@@ -36,6 +45,18 @@ def build_roles(cfg: RecipeConfig, model_path: str, needs, judge_len: int | None
         critic=CriticGroup(cfg, model_path) if needs.critic else None,
         sync=make_weight_sync(cfg, learners, rollouts),
     )
+    for name, group in roles.groups().items():
+        if name in ("reward", "reference", "critic"):
+            say_ready(say, name, group, started)
+    say(f"weight sync: {roles.sync.name}")
+    return roles
+
+
+def say_ready(say: Callable[[str], None], name: str, group, started: float) -> None:
+    """Wait until every actor of `group` is constructed, then say so with the seconds since `started`."""
+    ray.get([a.__ray_call__.remote(lambda self: None) for a in group.actors])
+    n = len(group.actors)
+    say(f"{name}: {n} actor{'s' if n != 1 else ''} ready ({time.perf_counter() - started:.1f} s)")
 
 
 @dataclass(frozen=True)
@@ -99,19 +120,35 @@ def check_judge_len(cfg: RecipeConfig, tokenizer, model_path: str) -> int | None
 
 
 def train(cfg: RecipeConfig) -> dict:
-    """Run one recipe to completion; returns the summary also written to summary.json."""
+    """Run one recipe to completion; returns the summary also written to summary.json. The
+    console shows start-up phases, the progress bar and errors; the rest goes to
+    `<output_dir>/logs/` (cluster/console.py). Unless `logging.verbose`, an error after the
+    inputs are read is raised as a one-line `RunFailed`, its traceback in `logs/driver.log`."""
     started = time.perf_counter()
     inputs = read_inputs(cfg)
+    with run_console(inputs.out_dir / "logs", cfg.logging.verbose) as console:
+        console.say(f"logs in {console.log_dir}" + ("" if cfg.logging.verbose else " (--verbose shows them here)"))
+        return run(cfg, inputs, console, started)
+
+
+def run(cfg: RecipeConfig, inputs: RunInputs, console: Console, started: float) -> dict:
+    """`train` once its inputs are read: Ray, the roles, the controller's loop, the summary."""
     resume, model_path, out_dir = inputs.resume, inputs.model_path, inputs.out_dir
     algorithm = build_algorithm(cfg.algo)
     needs = algorithm.needs()
     optional = {"reference": needs.reference, "critic": needs.critic}
     roles_used = [r for r in ROLES if optional.get(r, True)]
-    address = start_ray(cfg, roles_used)
+    ray_started = time.perf_counter()
+    address = start_ray(cfg, roles_used, console.runtime_env(), log_to_driver=cfg.logging.verbose)
+    console.say(f"Ray {'started locally' if address == 'local' else 'at ' + address}, "
+                f"{ray.cluster_resources().get('CPU', 0):g} CPUs ({time.perf_counter() - ray_started:.1f} s)")
     logger = None
     try:
-        logger = RunLogger(cfg.logging, dump_recipe(cfg), str(out_dir), cfg.train.steps, wandb_run_id(resume))
-        roles = build_roles(cfg, model_path, needs, inputs.judge_len)
+        logger = RunLogger(cfg.logging, dump_recipe(cfg), str(out_dir), cfg.train.steps, wandb_run_id(resume),
+                           bar_file=console.stream)
+        if logger.location:
+            console.say(f"wandb run: {logger.location}")
+        roles = build_roles(cfg, model_path, needs, inputs.judge_len, console.say)
         startup_s = time.perf_counter() - started
         controller = Controller(cfg, roles, algorithm, inputs.train_prompts, inputs.eval_prompts,
                                 inputs.pad_id, logger)
@@ -126,6 +163,8 @@ def train(cfg: RecipeConfig) -> dict:
         placement = {name: node_ids(group.actors) for name, group in roles.groups().items()}
         logger.describe({**job_ids(), "placement": placement})
         logger.add_source(ResourceProbe(roles.groups()))
+        first = f"resumed at step {controller.start_step}" if resume else "evaluating the policy"
+        console.say(f"started in {startup_s:.1f} s; {first}, then training to step {cfg.train.steps}")
         summary = controller.run()
         if cfg.train.save_final:
             summary["final_checkpoint"] = roles.learners.save(str(out_dir / "final"))

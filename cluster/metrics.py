@@ -41,7 +41,7 @@ class RunLogger:
     None starts a new one."""
 
     def __init__(self, cfg: LoggingConfig, recipe: dict, out_dir: str, total_steps: int,
-                 run_id: str | None = None):
+                 run_id: str | None = None, bar_file=None):
         import wandb
 
         self.cfg = cfg
@@ -51,6 +51,7 @@ class RunLogger:
                               resume="allow" if run_id else None)
         self.total_steps = total_steps
         self.bar = None
+        self.bar_file = bar_file  # None: stderr
         # One JSON object per logged step, appended (a resumed run continues the same file).
         self.jsonl = open(os.path.join(out_dir, "metrics.jsonl"), "a", encoding="utf-8")
         self.samples_path = os.path.join(out_dir, "samples.jsonl")
@@ -59,6 +60,13 @@ class RunLogger:
     @property
     def run_id(self) -> str:
         return self.run.id
+
+    @property
+    def location(self) -> str | None:
+        """Where to see the wandb run: its URL (online), its directory (offline), None (disabled)."""
+        if self.run.settings.mode == "offline":
+            return os.path.dirname(self.run.dir)
+        return self.run.url
 
     def describe(self, info: dict) -> None:
         """Add facts known only once the roles are placed (Ray job id, nodes) to the run's config."""
@@ -73,7 +81,8 @@ class RunLogger:
         if self.cfg.progress_bar and self.bar is None:
             from tqdm import tqdm
 
-            self.bar = tqdm(total=self.total_steps, desc="train", unit="step", dynamic_ncols=True)
+            self.bar = tqdm(total=self.total_steps, desc="train", unit="step", dynamic_ncols=True,
+                            file=self.bar_file)
 
     def log(self, step: int, metrics: dict[str, float]) -> None:
         # NaN/inf are logged as they are: a diverging run must show it.

@@ -35,16 +35,20 @@ def requested_cpus(cfg: RecipeConfig, roles: list[str]) -> float:
     return sum(getattr(cfg, r).num_workers * getattr(cfg, r).num_cpus for r in roles)
 
 
-def start_ray(cfg: RecipeConfig, roles: list[str]) -> str:
-    """Attach to `cluster.address` / RAY_ADDRESS if given, else start a local cluster."""
-    env = {"TOKENIZERS_PARALLELISM": "false"}
+def start_ray(cfg: RecipeConfig, roles: list[str], runtime_env: dict | None = None,
+              log_to_driver: bool = True) -> str:
+    """Attach to `cluster.address` / RAY_ADDRESS if given, else start a local cluster.
+    `runtime_env`: job-level additions (`Console.runtime_env`, the actors' log files);
+    `log_to_driver=False` keeps the workers' output off the driver's console."""
+    extra = dict(runtime_env or {})
+    runtime_env = {**extra, "env_vars": {"TOKENIZERS_PARALLELISM": "false", **extra.get("env_vars", {})}}
     address = cfg.cluster.address or os.environ.get("RAY_ADDRESS")
     if address:
-        ray.init(address=address, runtime_env={"env_vars": env}, log_to_driver=True)
+        ray.init(address=address, runtime_env=runtime_env, log_to_driver=log_to_driver)
         return address
     num_cpus = cfg.cluster.num_cpus or max(os.cpu_count() or 1, math.ceil(requested_cpus(cfg, roles)))
     num_cpus = math.ceil(num_cpus)
-    ray.init(num_cpus=num_cpus, include_dashboard=False, runtime_env={"env_vars": env})
+    ray.init(num_cpus=num_cpus, include_dashboard=False, runtime_env=runtime_env, log_to_driver=log_to_driver)
     return "local"
 
 

@@ -130,6 +130,10 @@ class LoggingConfig(Section):
     run_name: str | None = None
     table_rows: int = Field(8, ge=0)
     progress_bar: bool = True
+    # False: the console shows start-up phases, the progress bar, errors and the summary; the
+    # actors' and the driver's other output goes to <output_dir>/logs/ (cluster/console.py).
+    # True (`rewardflow train --verbose`): everything on the console too. Logs are written either way.
+    verbose: bool = False
 
 
 class ClusterConfig(Section):
