@@ -2,6 +2,7 @@
 round trip, batching by the server's max_batch, no retry on 4xx, retries with backoff while the
 server is down or restarting."""
 import logging
+import re
 
 import pytest
 
@@ -62,4 +63,6 @@ def test_remote_reward_retries_while_the_server_restarts(monkeypatch, caplog, tm
     finally:
         stop_reward_server(proc)
     retries = [r.getMessage() for r in caplog.records if "retry" in r.getMessage()]
-    assert retries and all("/v1/score: ConnectError" in m for m in retries)
+    # Refused while the port is closed; a connection the starting server drops reads as a
+    # protocol or read error (seen on a loaded machine). Each is retried, and the score arrives.
+    assert retries and all(re.search(r"/v1/score: (ConnectError|ReadError|RemoteProtocolError)", m) for m in retries), retries
