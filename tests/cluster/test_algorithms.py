@@ -18,9 +18,13 @@ METRICS = {
     "online_ipo_arith": ("train/reward_margin", "train/kl"),
     "ipo_md_arith": ("train/reward_margin", "train/kl"),
     "nash_md_arith": ("train/win_rate_vs_mixture", "train/kl", "train/mixture_coef"),
+    "self_rewarding_arith": ("judge/parse_rate", "judge/pairs", "train/reward_margin"),
 }
 # recipe -> (extra overrides, final-step metrics they determine)
-EXTRA = {"nash_md_arith": (["algo.mixture_decay=1.0"], {"train/mixture_coef": 0.25})}  # 0.5 / (1 + 1·1)
+EXTRA = {"nash_md_arith": (["algo.mixture_decay=1.0"], {"train/mixture_coef": 0.25}),  # 0.5 / (1 + 1·1)
+         # A random tiny model judges only when its answers are held to the score format.
+         "self_rewarding_arith": (["algo.samples_per_prompt=3", "algo.judge={k: 2, max_new_tokens: 16, constrained: true}"],
+                                  {"judge/parse_rate": 1.0})}
 
 
 def algo_overrides(model_path: str, out_dir) -> list[str]:
