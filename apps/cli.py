@@ -55,9 +55,7 @@ def cmd_submit(args) -> int:
     if args.recipe is None:
         raise ConfigError("submit needs a recipe (or --follow / --status / --stop JOB_ID)")
     cfg = load_recipe(args.recipe, args.overrides)
-    if note := submit.output_note(cfg.train.output_dir):
-        print(f"rewardflow: {note}", file=sys.stderr, flush=True)
-    job_id = submit.submit(args.recipe, args.overrides, address)
+    job_id = submit.submit(args.recipe, args.overrides, address, cfg.train.output_dir)
     print(f"rewardflow: submitted {job_id} to {address}", flush=True)
     return 0 if args.no_wait else submit.follow(address, job_id)
 

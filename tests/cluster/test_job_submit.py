@@ -54,6 +54,38 @@ def test_rewardflow_submit_follows_the_job_to_success(ray_head, tiny_model_path,
     assert json.loads((out / "summary.json").read_text())["steps"] == 1
 
 
+
+def test_submit_ships_a_recipe_and_prompt_file_that_exist_only_on_the_client(ray_head, tiny_model_path, tmp_path):
+    """The recipe and its prompt file live in a client-side directory outside the checkout, named by
+    absolute paths, and are deleted once the job is submitted: the job trains on the copies that
+    travelled with its working directory."""
+    address, env, _ = ray_head
+    client, out = tmp_path / "client", tmp_path / "shipped"
+    client.mkdir()
+    recipe = client / "my_recipe.yaml"
+    recipe.write_text(Path("recipes/grpo_arith.yaml").read_text())
+    prompts = client / "prompts.jsonl"
+    prompts.write_text("\n".join(json.dumps({"question": f"Client-only: what is {i} + {i}?", "answer": str(2 * i)})
+                                 for i in range(12)))
+    proc = _rewardflow("submit", str(recipe), "--address", address, "--no-wait",
+                       *tiny_overrides(tiny_model_path, out), "train.steps=1", "train.save_final=false",
+                       "task.kind=file", f"task.file={{path: {prompts}, prompt_column: question, eval_size: 4}}", env=env)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert not Path(".rewardflow_submit").exists()  # the staging directory is gone once uploaded
+    job_id = proc.stdout.strip().splitlines()[-1].split()[2]
+    recipe.unlink()
+    prompts.unlink()
+    followed = _rewardflow("submit", "--follow", job_id, "--address", address, env=env)
+    assert followed.stdout.strip().splitlines()[-1] == f"rewardflow: job {job_id} SUCCEEDED", \
+        followed.stdout[-3000:] + followed.stderr[-3000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["steps"] == 1 and summary["ray_address"] not in ("local", None)
+    task = summary["recipe"]["task"]
+    assert task["kind"] == "file" and task["file"]["path"].startswith(".rewardflow_submit/")
+    assert task["file"]["path"].endswith("/prompts.jsonl")
+    shown = [json.loads(line)["prompt"] for line in (out / "samples.jsonl").read_text().splitlines()]
+    assert shown and all("Client-only: what is" in p for p in shown)
+
 def test_roles_placed_on_distinct_nodes_of_a_multi_node_cluster(ray_head, tiny_model_path, tmp_path):
     """Per-role custom resources put rollout, learner and reward on three different nodes."""
     address, env, gcs = ray_head
