@@ -79,7 +79,10 @@ class LearnerActor(RankActor):
 
     # -- the collective weight broadcast (core/collective.py): rank 0 sends --------------------
     def weight_device(self) -> str:
-        return self.engine.device
+        """Where this actor's weights live (`core.collective.device_id`)."""
+        from core.collective import device_id
+
+        return device_id()
 
     def plan_weight_layouts(self, max_bytes: int) -> list:
         """Rank 0: the byte layout of each export bucket (`plan_weight_buckets`), for the receivers."""

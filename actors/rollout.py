@@ -195,7 +195,10 @@ class RolloutActor:
         return request_id
 
     def weight_device(self) -> str:
-        return "cuda" if torch.cuda.is_available() else "cpu"
+        """Where this actor's weights live (`core.collective.device_id`)."""
+        from core.collective import device_id
+
+        return device_id()
 
     def join_weight_group(self, backend: str, layouts: list, host: str, port: int, rank: int, world: int,
                           timeout_s: float) -> None:
@@ -204,7 +207,7 @@ class RolloutActor:
         from core.collective import WeightReceiver, join_group
 
         store, group = join_group(backend, None, host, port, rank, world, timeout_s)
-        self.receiver = WeightReceiver(store, group, layouts, rank, self.weight_device())
+        self.receiver = WeightReceiver(store, group, layouts, rank, self.weight_device().split(":")[0])
 
     def receive_weights(self, version: int) -> float:
         """In-place reload from the learner's broadcast, bucket by bucket as each arrives."""

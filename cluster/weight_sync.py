@@ -91,13 +91,12 @@ class CollectiveSync(WeightSync):
 
     name = "collective"
 
-    def __init__(self, learners, rollouts, timeout_s: float):
+    def __init__(self, learners, rollouts, timeout_s: float, devices: list[str] | None = None):
         self.learners, self.rollouts, self.timeout_s = learners, rollouts, timeout_s
-        devices = {learners.weight_device(), *rollouts.weight_devices()}
-        self.backend = "nccl" if devices == {"cuda"} else "gloo"
-        if self.backend == "gloo" and devices != {"cpu"}:
-            raise ConfigError("train.weight_sync: collective needs the learner and rollout actors on the same "
-                              f"kind of device (found {sorted(devices)})")
+        devices = devices or weight_devices(learners, rollouts)
+        if why := collective_blocker(devices):
+            raise ConfigError(f"train.weight_sync: collective impossible: {why}")
+        self.backend = "gloo" if devices[0] == "cpu" else "nccl"
         layouts = learners.plan_weight_layouts()
         world = len(rollouts.actors) + 1
         self.address = learners.open_weight_group(world, timeout_s)
@@ -167,6 +166,22 @@ class CollectiveSync(WeightSync):
         return first_line(error)
 
 
+def weight_devices(learners, rollouts) -> list[str]:
+    """Where learner rank 0's weights live, then each rollout actor's ("cpu" or "cuda:<uuid>")."""
+    return [learners.weight_device(), *rollouts.weight_devices()]
+
+
+def collective_blocker(devices: list[str]) -> str | None:
+    """Why these ends cannot form a broadcast group (None: they can): gloo joins CPU processes,
+    NCCL GPU processes on distinct GPUs."""
+    kinds = {d.split(":")[0] for d in devices}
+    if len(kinds) > 1:
+        return "learner rank 0 and the rollout actors hold their weights on different kinds of device"
+    if kinds == {"cuda"} and len(set(devices)) < len(devices):
+        return "two of its processes share a GPU, and NCCL joins one process per GPU"
+    return None
+
+
 def first_line(error: BaseException) -> str:
     """The cause without Ray's traceback wrapping: the innermost error's first line."""
     cause = getattr(error, "cause", None) or error
@@ -175,7 +190,8 @@ def first_line(error: BaseException) -> str:
 
 
 def make_weight_sync(cfg, learners, rollouts) -> WeightSync:
-    """`train.weight_sync`: auto takes shared memory where it works, else the collective."""
+    """`train.weight_sync`: auto takes shared memory where it works, else the collective where
+    it works, else the object store."""
     from cluster.placement import node_ids
     from cluster.recipe import shared_memory_blocker
 
@@ -192,4 +208,7 @@ def make_weight_sync(cfg, learners, rollouts) -> WeightSync:
             raise ConfigError(f"train.weight_sync: shared_memory impossible: {blocker}")
     if mode == "object_store":
         return ObjectStoreSync(learners, rollouts)
-    return CollectiveSync(learners, rollouts, cfg.train.sync_timeout_s)
+    devices = weight_devices(learners, rollouts)
+    if mode == "auto" and collective_blocker(devices):  # e.g. rollout and learner on one GPU
+        return ObjectStoreSync(learners, rollouts)
+    return CollectiveSync(learners, rollouts, cfg.train.sync_timeout_s, devices)

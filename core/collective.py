@@ -84,6 +84,14 @@ def pack(buffer: torch.Tensor, layout: BucketLayout, named) -> None:
         raise ValueError(f"bucket packed with {count} of its {len(slots)} weights")
 
 
+def device_id() -> str:
+    """Where this process's weights live: "cpu", or "cuda:<GPU uuid>" (NCCL joins one process
+    per GPU, so two ends on one GPU must not form a group)."""
+    if not torch.cuda.is_available():
+        return "cpu"
+    return f"cuda:{torch.cuda.get_device_properties(torch.cuda.current_device()).uuid}"
+
+
 class WeightSyncError(RuntimeError):
     """A collective weight sync that failed or timed out; the message names the rank(s)."""
 
