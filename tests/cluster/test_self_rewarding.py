@@ -41,7 +41,7 @@ def test_online_self_rewarding_judges_with_the_learners_current_weights(tiny_mod
     policy = load_policy(tiny_model_path)
     start = probe_logprob_sum(policy, PROBE_IDS)
     saved = torch.load(tmp_path / "checkpoints/step_1/learner/state/mp_rank_00_model_states.pt",
-                       map_location="cpu", weights_only=False)["module"]
+                       map_location="cpu", weights_only=True)["module"]
     policy.load_state_dict(saved, strict=False)
     assert last["judge/checksum"] == pytest.approx(probe_logprob_sum(policy, PROBE_IDS), rel=1e-4)
     assert last["judge/checksum"] != pytest.approx(start, rel=1e-4)
