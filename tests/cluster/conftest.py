@@ -16,6 +16,10 @@ import psutil
 import pytest
 
 BIN = Path(sys.executable).parent
+# Loopback test clusters run without Ray's token authentication, the in-process local ones too: a
+# process that once started a cluster with a token keeps demanding it, and then loses the actors
+# it creates on a token-less cluster it attaches to later (test_collective_sync.py).
+os.environ["RAY_AUTH_MODE"] = "disabled"
 
 
 def _free_port() -> int:
