@@ -22,7 +22,8 @@ class CriticActor(LearnerActor):
         from learners.algos.registry import build_algorithm
         from learners.engine import CriticEngine
 
-        return CriticEngine(model, build_algorithm(self.algo_cfg), config, self.world_size)
+        return CriticEngine(model, build_algorithm(self.algo_cfg), config, self.world_size,
+                            share_prompt=self.learner_cfg.share_prompt)
 
     def values(self, batch: TrainBatch, n_micro: int) -> torch.Tensor:
         return self.engine.values(batch, n_micro)

@@ -45,22 +45,30 @@ class LearnerActor(RankActor):
         from learners.algos.registry import build_algorithm
         from learners.engine import PolicyEngine
 
-        return PolicyEngine(model, build_algorithm(self.algo_cfg), config, self.world_size, self.temperature)
+        return PolicyEngine(model, build_algorithm(self.algo_cfg), config, self.world_size, self.temperature,
+                            share_prompt=self.learner_cfg.share_prompt)
 
     def update(self, shards: list[TrainBatch], norms: list[Normaliser], n_micro: list[int]) -> dict[str, float]:
-        """All optimiser steps of one training step: epochs x mini-batches, this rank's shards."""
+        """All optimiser steps of one training step: epochs x mini-batches, this rank's shards;
+        the metrics averaged over them, and the positions computed (`engine.tokens_metric`)."""
         started = time.perf_counter()
+        shards = [self.engine.arrange(shard) for shard in shards]  # micro-batches by length
+        passes = self.algo_cfg.epochs
         if self.engine.algorithm.needs().old_logprobs:
             # π_old for truncated importance sampling: these weights, before any update of this step.
             shards = [replace(shard, old_logprobs=self.engine.logprobs(shard, n)) for shard, n in zip(shards, n_micro)]
+            passes += 1
         totals: dict[str, float] = {}
         for _ in range(self.algo_cfg.epochs):
             for shard, norm, n in zip(shards, norms, n_micro):
                 for k, v in self.engine.train_step(shard, norm, n).items():
                     totals[k] = totals.get(k, 0.0) + v
         steps = self.algo_cfg.epochs * len(shards)
+        tokens = passes * sum(self.engine.tokens_computed(shard, n) for shard, n in zip(shards, n_micro))
         self.busy_s += time.perf_counter() - started
-        return {k: v / steps for k, v in totals.items()}
+        skipped = self.engine.skipped_metric  # optimiser steps skipped (non-finite): a count, not a mean
+        return {**{k: v if k == skipped else v / steps for k, v in totals.items()},
+                self.engine.tokens_metric: float(tokens)}
 
     def plan_weight_buckets(self, max_bytes: int) -> int:
         """Cut the weights into export buckets of at most `max_bytes`; returns how many."""
@@ -96,6 +104,9 @@ class LearnerActor(RankActor):
         from core.collective import open_store
 
         host, _ = self.address()
+        # An earlier group's store stays up: receivers still in an aborted sync of that group read
+        # its abort key there (a closed store would leave them reconnecting until their timeout).
+        self.old_weight_stores = [*getattr(self, "old_weight_stores", []), getattr(self, "weight_store", None)]
         self.weight_store = open_store(host, world, timeout_s)
         return host, self.weight_store.port
 

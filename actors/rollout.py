@@ -52,6 +52,11 @@ class WeightReloadExtension:
             head.quant_method.process_weights_after_loading(head)
 
 
+class WeightsBehind(RuntimeError):
+    """A request's weights (`min_version`) failed to load here: the driver repairs the weight sync
+    (a receiver died mid-sync) and sends the request again (cluster/faults.py)."""
+
+
 class RolloutActor:
     def __init__(self, model_path: str, max_model_len: int, kv_cache_gib: float = 1.0,
                  gpu_memory_utilization: float = 0.4, dtype: str = "float32", seed: int = 0,
@@ -64,6 +69,13 @@ class RolloutActor:
         self.llm = LLM(
             model=model_path, dtype=dtype if on_gpu or dtype == "float32" else "bfloat16",
             max_model_len=max_model_len, seed=seed, enforce_eager=True,
+            # Per-request seeds (`SamplingSpec.response_seed`): the CPU runner cannot rewind a seeded
+            # generator for the sample a partial (chunked) prefill discards, so prefills run whole.
+            enable_chunked_prefill=on_gpu,
+            # Prefix caching shares whole KV blocks only: in the CPU default's (128 tokens) a shorter
+            # prompt is prefilled by each of its samples; in 32-token blocks (the smallest the CPU
+            # attention takes) they share all of it but its last partial block.
+            block_size=None if on_gpu else 32,
             # Logprobs after temperature, as the learner computes them (logits / T).
             logprobs_mode="processed_logprobs",
             gpu_memory_utilization=gpu_memory_utilization,
@@ -76,7 +88,7 @@ class RolloutActor:
             from core.models import load_policy
 
             self.mixer = (load_policy(model_path, dtype).eval(), load_policy(reference_path, dtype).eval())
-            self.generator = torch.Generator().manual_seed(seed)
+            self.generator = torch.Generator().manual_seed(seed)  # unless the request has a seed
         self.start_s = time.perf_counter() - started
         self.version = 0
         self.busy_s = 0.0  # seconds spent generating or reloading (benchmarks read it)
@@ -101,8 +113,8 @@ class RolloutActor:
         with self._engine:
             self._engine.wait_for(lambda: self._newest_load >= min_version)
             if self.version < min_version:
-                raise RuntimeError(f"rollout actor: the weights of version {min_version} failed to load "
-                                   f"(still at version {self.version})")
+                raise WeightsBehind(f"rollout actor: the weights of version {min_version} failed to load "
+                                    f"(still at version {self.version})")
             started, self._paused_s = time.perf_counter(), 0.0
             out = self._generate(prompts, spec)
             self.busy_s += time.perf_counter() - started - self._paused_s
@@ -128,7 +140,8 @@ class RolloutActor:
         tok = self.llm.get_tokenizer()
         out = sample_geometric_mixture(
             *self.mixer, [ids.tolist() for ids in prompts.token_ids], spec.mixture_coef, spec.max_new_tokens,
-            spec.temperature, {tok.eos_token_id}, tok.pad_token_id or tok.eos_token_id, self.generator)
+            spec.temperature, {tok.eos_token_id}, tok.pad_token_id or tok.eos_token_id,
+            self.generator if spec.seed is None else torch.Generator().manual_seed(spec.response_seed(0, stream=1)))
         n = len(prompts)
         return Rollouts(
             prompt_ids=list(prompts.token_ids),
@@ -187,7 +200,7 @@ class RolloutActor:
         prompt, budget = sample.next_request(spec.max_new_tokens)
         params = SamplingParams(
             max_tokens=budget, temperature=spec.temperature, top_p=spec.top_p, logprobs=0,
-            seed=None if spec.seed is None else spec.seed + index,  # one seed per response
+            seed=spec.response_seed(index, sample.requests),
             output_kind=RequestOutputKind.DELTA,
         )
         request_id = f"rf-{next(self._request_ids)}"

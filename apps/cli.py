@@ -108,6 +108,16 @@ def cmd_report(args) -> int:
     return 0
 
 
+def cmd_scale(args) -> int:
+    """Ask a running job to resize a role (apps/scale.py)."""
+    from apps.scale import request_scale
+
+    path = request_scale(args.run_dir, args.role, args.workers)
+    print(f"rewardflow scale: {args.role} -> {args.workers} workers, requested in {path} "
+          "(the run applies it at its next step)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="rewardflow", description="Distributed RLHF on Ray.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -155,6 +165,11 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("run_dir", help="the run's train.output_dir (holds metrics.jsonl)")
     o.add_argument("--out", metavar="DIR", help="where to write report.html and the PNGs (default RUN_DIR/report)")
     o.set_defaults(fn=cmd_report)
+    c = sub.add_parser("scale", help="add or remove rollout (or reward) actors of a running job")
+    c.add_argument("run_dir", help="the running job's train.output_dir")
+    c.add_argument("--role", default="rollout", help="rollout (default) or reward")
+    c.add_argument("--workers", type=int, required=True, help="the role's new number of actors")
+    c.set_defaults(fn=cmd_scale)
     return p
 
 

@@ -137,17 +137,18 @@ class SleepLearner:
 
 def build(args, ray, interrupt: bool):
     from cluster.controller import Roles
-    from cluster.groups import LoadBalancer, RewardGroup, RolloutGroup
+    from cluster.faults import ActorPool
+    from cluster.groups import RewardGroup, RolloutGroup
     from cluster.weight_sync import ObjectStoreSync
 
     class Rollouts(RolloutGroup):
         def __init__(self, actors):  # actors made here instead of from a recipe
-            self.actors, self.balancer, self.reloads, self.last_reload_s = actors, LoadBalancer(actors), [], 0.0
+            self.pool, self.reloads, self.last_reload_s = ActorPool("rollout", actors), [], 0.0
             self.interrupt = interrupt
 
     class Rewards(RewardGroup):
         def __init__(self, actors):
-            self.actors, self.balancer, self.combiner = actors, LoadBalancer(actors), None
+            self.pool, self.combiner = ActorPool("reward", actors), None
 
     class Learners:
         def __init__(self, actor):

@@ -12,7 +12,8 @@ import ray
 from cluster.checkpoint import checkpoint_key, resolve_resume, wandb_run_id
 from cluster.console import Console, run_console
 from cluster.controller import Controller, Roles, write_summary
-from cluster.metrics import RunLogger
+from cluster.faults import FaultLog, phase_timeouts
+from cluster.metrics import RunLogger, StepFlops
 from cluster.placement import ROLES, ResourceProbe, busy_seconds, check_address, job_ids, node_ids, start_ray
 from cluster.recipe import RecipeConfig, dump_recipe
 from core.config import ConfigError, make_output_dir
@@ -25,31 +26,62 @@ from learners.algos.registry import build_algorithm
 def build_roles(cfg: RecipeConfig, model_path: str, needs, judge_len: int | None = None,
                 say: Callable[[str], None] = lambda text: None) -> Roles:
     """`judge_len`: the longest self-judge prompt plus its answer, in tokens (`RunInputs`).
-    `say` gets one line per role once its actors are constructed, and the weight-sync path."""
+    `say` gets one line per role once its actors are constructed, and the weight-sync path.
+    Every role's waits get their phase deadlines (`train.timeouts`)."""
     from cluster.groups import CriticGroup, LearnerGroup, ReferenceGroup, RewardGroup, RolloutGroup
     from cluster.weight_sync import make_weight_sync
 
+    faults = FaultLog()
     started = time.perf_counter()
     learners = LearnerGroup(cfg, model_path)
     say_ready(say, "learner", learners, started)
     started = time.perf_counter()
     rollouts = RolloutGroup.for_recipe(cfg, model_path, reference_path=model_path if needs.mixture_sampling else None,
-                                       min_model_len=judge_len)
+                                       min_model_len=judge_len, log=faults)
     say_ready(say, "rollout", rollouts, started)
     started = time.perf_counter()  # reward and reference actors start while the critic's ranks set up
     roles = Roles(
         rollouts=rollouts,
-        rewards=RewardGroup(cfg, model_path),
+        rewards=RewardGroup(cfg, model_path, log=faults),
         learners=learners,
-        reference=ReferenceGroup(cfg, model_path) if needs.reference else None,
+        reference=ReferenceGroup(cfg, model_path, log=faults) if needs.reference else None,
         critic=CriticGroup(cfg, model_path) if needs.critic else None,
         sync=make_weight_sync(cfg, learners, rollouts),
+        faults=faults,
     )
     for name, group in roles.groups().items():
         if name in ("reward", "reference", "critic"):
             say_ready(say, name, group, started)
+    set_timeouts(cfg, roles.groups().values())
     say(f"weight sync: {roles.sync.name}")
     return roles
+
+
+def set_timeouts(cfg: RecipeConfig, groups) -> None:
+    timeouts = phase_timeouts(cfg)
+    for group in groups:
+        target = getattr(group, "pool", group)  # stateless roles wait through their pool
+        target.timeouts = timeouts
+
+
+def learner_rebuilder(cfg: RecipeConfig, model_path: str, controller: Controller) -> Callable:
+    """What the controller calls when a learner or critic rank died: the old ranks' actors and
+    placement groups go, new ranks start (weights from `model.path`; the controller then loads
+    the checkpoint), and a new weight sync joins them to the rollout actors."""
+    def rebuild():
+        from cluster.groups import CriticGroup, LearnerGroup
+        from cluster.weight_sync import make_weight_sync
+
+        old = controller.roles
+        old.learners.stop()
+        if old.critic is not None:
+            old.critic.stop()
+        learners = LearnerGroup(cfg, model_path)
+        critic = CriticGroup(cfg, model_path) if old.critic is not None else None
+        set_timeouts(cfg, [g for g in (learners, critic) if g is not None])
+        return learners, critic, make_weight_sync(cfg, learners, old.rollouts)
+
+    return rebuild
 
 
 def say_ready(say: Callable[[str], None], name: str, group, started: float) -> None:
@@ -152,6 +184,8 @@ def run(cfg: RecipeConfig, inputs: RunInputs, console: Console, started: float) 
         startup_s = time.perf_counter() - started
         controller = Controller(cfg, roles, algorithm, inputs.train_prompts, inputs.eval_prompts,
                                 inputs.pad_id, logger)
+        controller.rebuild_learners = learner_rebuilder(cfg, model_path, controller)
+        controller.flops = StepFlops.for_run(cfg, model_path, needs, roles.learners)
         checksums_start = roles.rollouts.checksums()
         if resume is not None:
             path, state = resume
@@ -166,6 +200,7 @@ def run(cfg: RecipeConfig, inputs: RunInputs, console: Console, started: float) 
         first = f"resumed at step {controller.start_step}" if resume else "evaluating the policy"
         console.say(f"started in {startup_s:.1f} s; {first}, then training to step {cfg.train.steps}")
         summary = controller.run()
+        roles = controller.roles  # new learner ranks if one died
         if cfg.train.save_final:
             summary["final_checkpoint"] = roles.learners.save(str(out_dir / "final"))
         summary.update(startup_s=startup_s, total_wall_s=time.perf_counter() - started, ray_address=address,

@@ -9,8 +9,10 @@ import os
 import time
 from collections.abc import Callable
 from contextlib import contextmanager
+from dataclasses import dataclass
 
-from cluster.recipe import LoggingConfig
+from cluster.recipe import LoggingConfig, RecipeConfig
+from core.flops import PHASES, phase_flops, step_tokens
 
 
 class PhaseTimer:
@@ -26,6 +28,63 @@ class PhaseTimer:
             yield
         finally:
             self.times[f"timing/{name}"] = self.times.get(f"timing/{name}", 0.0) + time.perf_counter() - started
+
+
+@dataclass(frozen=True)
+class StepFlops:
+    """Per step and phase (generate, reference, critic, update): `perf/<phase>_tflops`, the
+    phase's floor work in TFLOP (10^12 FLOPs, an amount, not a rate; core/flops.py), and
+    `perf/<phase>_peak_frac`, that work over (the phase's seconds x its role's workers x the
+    measured peak). The peak is learner rank 0's matmul FLOP/s in the run's dtype, measured once
+    at start (`core.flops.matmul_peak`; logged as `perf/peak_tflops`, TFLOP/s); every worker is
+    taken to have a device like it. Counts come from the step's rollouts, all of them trained on.
+
+    In the asynchronous loop `timing/generate` is the wait for rollouts made during earlier
+    updates, not the generation: no `perf/generate_peak_frac` there."""
+
+    body_params: int
+    head_params: int
+    peak_flops: float  # FLOP/s
+    reference: bool
+    critic: bool
+    update_passes: float
+    workers: dict[str, int]  # phase -> workers doing it
+    generate_timed: bool
+
+    @classmethod
+    def for_run(cls, cfg: RecipeConfig, model_path: str, needs, learners) -> "StepFlops":
+        """Count the policy's parameters (config only) and measure the peak in learner rank 0,
+        on its device, in the run's dtype, while nothing else of the run computes."""
+        import ray
+
+        from core.flops import matmul_peak
+        from core.models import matmul_params
+
+        device = "cuda" if cfg.learner.num_gpus > 0 else "cpu"
+        peak = ray.get(learners.actors[0].__ray_call__.remote(
+            lambda self, dtype, device: matmul_peak(dtype, device), cfg.model.dtype, device))
+        critic_workers = cfg.critic.num_workers if needs.critic else 0
+        return cls(*matmul_params(model_path), peak, needs.reference, needs.critic,
+                   cfg.algo.epochs + (1 / 3 if needs.old_logprobs else 0),
+                   {"generate": cfg.rollout.num_workers, "reference": cfg.reference.num_workers,
+                    "critic": cfg.critic.num_workers, "update": cfg.learner.num_workers + critic_workers},
+                   cfg.train.max_staleness == 0)
+
+    def metrics(self, rollouts, times: dict[str, float]) -> dict[str, float]:
+        """`rollouts`: the step's `Rollouts`; `times`: its `PhaseTimer.times`."""
+        prompt, response = step_tokens([len(p) for p in rollouts.prompt_ids],
+                                        [len(r) for r in rollouts.response_ids], rollouts.group_ids)
+        flops = phase_flops(self.body_params, self.head_params, prompt, response, self.reference, self.critic,
+                            self.update_passes)
+        out = {"perf/peak_tflops": self.peak_flops / 1e12}
+        for phase in PHASES:
+            if not flops[phase]:
+                continue
+            out[f"perf/{phase}_tflops"] = flops[phase] / 1e12
+            seconds = times.get(f"timing/{phase}", 0.0)
+            if seconds > 0 and (phase != "generate" or self.generate_timed):
+                out[f"perf/{phase}_peak_frac"] = flops[phase] / (seconds * self.workers[phase] * self.peak_flops)
+        return out
 
 
 def wandb_mode(cfg: LoggingConfig) -> str:

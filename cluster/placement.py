@@ -5,12 +5,14 @@ import json
 import math
 import os
 import socket
+import sys
+from pathlib import Path
 
 import ray
 from ray.util.placement_group import get_placement_group, placement_group, remove_placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
-from cluster.recipe import ConfigError, RecipeConfig, RoleConfig
+from cluster.recipe import ConfigError, RecipeConfig, RoleConfig, RolloutConfig
 
 ROLES = ("rollout", "reward", "reference", "learner", "critic")
 
@@ -96,7 +98,23 @@ def worker_env(role: RoleConfig, extra: dict[str, str] | None = None) -> dict:
         env["DS_ACCELERATOR"] = "cpu"
         env["CUDA_VISIBLE_DEVICES"] = ""
     env.setdefault("OMP_NUM_THREADS", str(threads_for()))
+    if isinstance(role, RolloutConfig) and role.num_gpus == 0:
+        env = {**vllm_cpu_env(), **env}
+    # MKL's results may otherwise depend on memory alignment, which differs between processes: the
+    # same update must give the same weights in every run (a resumed run reproduces an uninterrupted one).
+    env.setdefault("MKL_CBWR", "AUTO,STRICT")
     return {"env_vars": env}
+
+
+def vllm_cpu_env() -> dict[str, str]:
+    """The preload vLLM's CPU installation guide asks of a process hosting an engine ("set
+    LD_PRELOAD"): Intel OpenMP in place of torch's libgomp, with vLLM's settings for it
+    (KMP_BLOCKTIME, KMP_TPAUSE). libiomp5 comes with vllm-cpu on x86-64 (its `intel-openmp`
+    dependency, in this environment's lib/); without it, nothing. A preload takes only at a
+    process's start, hence the worker environment. Its effect: bench/rollout_speed.py (tcmalloc,
+    the guide's other preload, measured no faster here, and no wheel ships it)."""
+    iomp = Path(sys.prefix) / "lib" / "libiomp5.so"
+    return {"LD_PRELOAD": str(iomp), "KMP_BLOCKTIME": "5", "KMP_TPAUSE": "0"} if iomp.is_file() else {}
 
 
 def threads_for() -> int:
@@ -108,6 +126,14 @@ def threads_for() -> int:
 def busy_seconds(actors: list) -> list[float]:
     """Each actor's `busy_s`: seconds spent in its role's work (generate, score, update, ...)."""
     return ray.get([a.__ray_call__.remote(lambda self: float(getattr(self, "busy_s", 0.0))) for a in actors])
+
+
+def actor_record(actor) -> dict:
+    """Ray's own record of an actor ("State": ALIVE, DEAD, ...; "Address": {"NodeID": ...}), from
+    the GCS: unlike a call to the actor, it does not wait behind the actor's running calls."""
+    from ray._private.state import actors as actor_table  # Ray's actor table (a developer API)
+
+    return actor_table(actor_id=actor._actor_id.hex()) or {}
 
 
 def node_ids(actors: list) -> list[str]:

@@ -7,9 +7,9 @@ config base, the YAML loader and the one-line errors are `core/config.py`.
 from __future__ import annotations
 
 import os
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, SerializeAsAny, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, Field, SerializeAsAny, field_validator, model_validator
 
 from core.config import ConfigError, Section, load_config
 from core.data import TaskConfig
@@ -41,6 +41,13 @@ class RoleConfig(Section):
         return res
 
 
+class RestartingRoleConfig(RoleConfig):
+    """A role whose actors hold nothing the run cannot rebuild: a dead one is restarted (and its
+    requests sent again) up to `max_restarts` times per run (cluster/faults.py)."""
+
+    max_restarts: int = Field(3, ge=0)
+
+
 class ModelConfig(Section):
     # "default" is the embedded SmolLM2-135M-Instruct built by `rewardflow setup`; else a local HF dir.
     path: str = "default"
@@ -56,7 +63,7 @@ class RewardTermConfig(TermCombineConfig):
     _known, _args = reward_validators("name")
 
 
-class RolloutConfig(RoleConfig):
+class RolloutConfig(RestartingRoleConfig):
     max_new_tokens: int = Field(64, ge=1)
     max_prompt_len: int = Field(256, ge=1)
     # Training samples several responses per prompt, so greedy (0) is not allowed here.
@@ -74,10 +81,17 @@ class RolloutConfig(RoleConfig):
     interrupt: bool = False
 
 
-class RewardRoleConfig(RoleConfig):
+class RewardRoleConfig(RestartingRoleConfig):
     num_cpus: float = Field(0.1, ge=0)
     timeout_s: float = Field(10.0, gt=0)
     combine: CombineConfig = CombineConfig()
+
+
+# Shared-prompt packing (learners/packing.py): the samples of one prompt run against a single
+# copy of it, micro-batches are formed by length, so no padding is computed. auto: where adjacent
+# rows share a prompt (GRPO-like groups, pairs). YAML reads on / off as booleans.
+SharePrompt = Annotated[Literal["auto", "on", "off"],
+                        BeforeValidator(lambda v: ("on" if v else "off") if isinstance(v, bool) else v)]
 
 
 class LearnerConfig(RoleConfig):
@@ -86,11 +100,28 @@ class LearnerConfig(RoleConfig):
     grad_clip: float = Field(1.0, ge=0)
     weight_decay: float = Field(0.0, ge=0)
     gradient_checkpointing: bool = False
+    share_prompt: SharePrompt = "auto"  # the policy's and the critic's forward and backward (not sft)
 
 
-class ReferenceConfig(RoleConfig):
+class ReferenceConfig(RestartingRoleConfig):
     num_cpus: float = Field(0.1, ge=0)
     micro_batch_size: int = Field(16, ge=1)
+    share_prompt: SharePrompt = "auto"
+
+
+class TimeoutsConfig(Section):
+    """Seconds a phase of the loop may wait for an actor before the run stops with an error
+    naming the role and the phase; None: a default from the recipe's sizes (cluster/faults.py)."""
+
+    generate: float | None = Field(None, gt=0)
+    score: float | None = Field(None, gt=0)
+    judge: float | None = Field(None, gt=0)
+    reference: float | None = Field(None, gt=0)
+    critic: float | None = Field(None, gt=0)
+    update: float | None = Field(None, gt=0)
+    weight_sync: float | None = Field(None, gt=0)
+    eval: float | None = Field(None, gt=0)
+    checkpoint: float | None = Field(None, gt=0)
 
 
 class TrainConfig(Section):
@@ -121,6 +152,14 @@ class TrainConfig(Section):
     keep_checkpoints: int = Field(1, ge=1)
     # Continue a run from a checkpoint: a step_N directory, or "latest" (newest in output_dir).
     resume: str | None = None
+    # An optimiser step with a non-finite loss or gradient is skipped (weights and optimiser state
+    # unchanged, `train/skipped_steps`); this many training steps in a row with a skipped update
+    # stop the run (cluster/nonfinite.py).
+    max_skipped_steps: int = Field(3, ge=1)
+    # A learner (or critic) rank that dies: the run restarts those ranks from the newest
+    # checkpoint, at most this many times (needs checkpoint_every > 0).
+    max_failures: int = Field(2, ge=0)
+    timeouts: TimeoutsConfig = TimeoutsConfig()
 
 
 class LoggingConfig(Section):

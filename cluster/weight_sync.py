@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 
+from cluster.faults import first_line
 from core.collective import WeightSyncError
 from core.config import ConfigError
 
@@ -36,6 +37,13 @@ class WeightSync(ABC):
         self.start(version)
         self.finish()
 
+    @abstractmethod
+    def catch_up(self, slots: list[int], version: int) -> bool:
+        """Bring new rollout actors (restarted or added, `slots`) to the learner's current weights,
+        as `version`, before any request reaches them; after actors were removed, `slots` is
+        empty. True if every rollout actor now holds `version` (the collective re-forms its group
+        and sends to all), False if only the new ones do."""
+
 
 class ObjectStoreSync(WeightSync):
     name = "object_store"
@@ -51,6 +59,13 @@ class ObjectStoreSync(WeightSync):
     def finish(self) -> None:
         self.rollouts.finish_load_weights()
 
+    def catch_up(self, slots: list[int], version: int) -> bool:
+        if slots:
+            self.rollouts.start_load_weights(self.learners.export_weights(), version, slots)
+            self.learners.check_export()
+            self.rollouts.finish_load_weights()
+        return False
+
     @property
     def last_reload_s(self) -> float:
         return self.rollouts.last_reload_s
@@ -64,16 +79,28 @@ class SharedMemorySync(WeightSync):
     name = "shared_memory"
 
     def __init__(self, learners, rollouts):
-        self.rollouts = rollouts
-        descriptor = learners.share_weights()
-        rollouts.attach_shared_weights(descriptor)
-        learners.unlink_shared_weights(descriptor)  # mapped by every reader: no name left behind
+        self.learners, self.rollouts = learners, rollouts
+        self.share()
+
+    def share(self) -> None:
+        descriptor = self.learners.share_weights()
+        self.rollouts.attach_shared_weights(descriptor)
+        self.learners.unlink_shared_weights(descriptor)  # mapped by every reader: no name left behind
 
     def start(self, version: int) -> None:
         self.rollouts.start_load_shared_weights(version)
 
     def finish(self) -> None:
         self.rollouts.finish_load_weights()
+
+    def catch_up(self, slots: list[int], version: int) -> bool:
+        """The file's name is gone once mapped, so a new reader needs a new file: rank 0 moves its
+        parameters again and every actor maps the new one."""
+        if slots:
+            self.share()
+            self.rollouts.start_load_shared_weights(version, slots)
+            self.rollouts.finish_load_weights()
+        return False
 
     @property
     def last_reload_s(self) -> float:
@@ -97,18 +124,30 @@ class CollectiveSync(WeightSync):
         if why := collective_blocker(devices):
             raise ConfigError(f"train.weight_sync: collective impossible: {why}")
         self.backend = "gloo" if devices[0] == "cpu" else "nccl"
-        layouts = learners.plan_weight_layouts()
-        world = len(rollouts.actors) + 1
-        self.address = learners.open_weight_group(world, timeout_s)
-        from cluster.placement import node_ids
-
-        self.names = [f"rollout actor {i} (node {node[:8]})" for i, node in enumerate(node_ids(rollouts.actors))]
-        self._wait([*rollouts.join_weight_group(self.backend, layouts, *self.address, timeout_s),
-                    learners.join_weight_group(self.backend, layouts, world, timeout_s)],
-                   "joining the weight-broadcast group")
+        self.layouts = learners.plan_weight_layouts()
         self.version: int | None = None
         self.receiving: list = []  # this sync's receive refs, in actor order
         self.last_reload_s = 0.0
+        self.form()
+
+    def form(self) -> None:
+        """A new group of rank 0 and every current rollout actor (each replaces its old one)."""
+        from cluster.placement import actor_record
+
+        rollouts, world = self.rollouts, len(self.rollouts.actors) + 1
+        self.members = list(rollouts.actors)
+        self.address = self.learners.open_weight_group(world, self.timeout_s)
+        nodes = [actor_record(a).get("Address", {}).get("NodeID") or "unknown" for a in self.members]
+        self.names = [f"rollout actor {i} (node {node[:8]})" for i, node in enumerate(nodes)]
+        try:
+            self._wait([*rollouts.join_weight_group(self.backend, self.layouts, *self.address, self.timeout_s),
+                        self.learners.join_weight_group(self.backend, self.layouts, world, self.timeout_s)],
+                       "joining the weight-broadcast group")
+        except WeightSyncError:
+            from core.collective import request_abort
+
+            request_abort(*self.address, None)  # the others stop waiting for the dead member
+            raise
 
     def start(self, version: int) -> None:
         self.finish()
@@ -117,31 +156,85 @@ class CollectiveSync(WeightSync):
         self.learners.start_broadcast(version)
 
     def finish(self) -> None:
+        """Wait for the last sync. A receiver that died is replaced when the rollout role restarts
+        actors (its `after_restart` re-forms the group and sends the weights again); else, or for
+        a receiver that hangs or fails, `WeightSyncError` naming it."""
         if self.version is None:
             return
         version, receiving, self.version = self.version, self.receiving, None
         try:
             seconds = self._wait([*receiving, self.learners.finish_broadcast()], f"the weight sync of version {version}")
-        except WeightSyncError:
+        except WeightSyncError as error:
             from core.collective import request_abort
 
             request_abort(*self.address, version)  # rank 0 may still wait for a dead receiver
-            raise
+            pool = getattr(self.rollouts, "pool", None)
+            if not error.dead or pool is None or pool.after_restart is None:
+                raise
+            for actor, cause in error.dead:  # their replacements re-form the group
+                if actor in pool.actors:
+                    pool.replace(pool.actors.index(actor), actor, cause)
+            return
         self.last_reload_s = max(seconds[:-1])
+
+    def catch_up(self, slots: list[int], version: int) -> bool:
+        """New members need a new group: the sync in flight (if any) is abandoned, the group
+        re-formed with every current actor, and `version` broadcast to all."""
+        if self.version is not None:
+            from core.collective import request_abort
+
+            request_abort(*self.address, self.version)
+            self.version = None
+        pool = getattr(self.rollouts, "pool", None)
+        if pool is not None:
+            pool.replace_dead()  # known dead members are replaced before the forming starts
+        try:
+            self.form()
+        except WeightSyncError as error:
+            if not error.dead or pool is None:
+                raise
+            for actor, cause in error.dead:  # their replacements are brought up next, re-forming again
+                if actor in pool.actors:
+                    pool.replace(pool.actors.index(actor), actor, cause)
+            return False
+        self.start(version)
+        self.finish()
+        return True
 
     def _wait(self, refs: list, what: str) -> list:
         """ray.get of `refs` (one per rollout actor, then rank 0's) that names the rollout actor
-        that died or failed, as soon as one does."""
+        that died or failed, as soon as one does (`WeightSyncError.dead`: those that died). Rank 0
+        dying is the learner's failure (`RankDied`)."""
         import ray
+
+        from cluster.faults import RankDied
 
         pending = list(refs)
         while pending:
             done, pending = ray.wait(pending, num_returns=1)
             try:
                 ray.get(done[0])
+            except ray.exceptions.RayActorError as e:
+                if done[0] is refs[-1]:
+                    raise RankDied(f"learner: rank 0 died during {what} ({first_line(e)})") from e
+                raise self._error(what, refs, e) from None
             except Exception as e:
-                raise WeightSyncError(f"{what} failed: {self._culprit(refs, e)}") from None
+                raise self._error(what, refs, e) from None
         return ray.get(refs)
+
+    def _error(self, what: str, refs: list, error: Exception) -> WeightSyncError:
+        import ray
+
+        out = WeightSyncError(f"{what} failed: {self._culprit(refs, error)}")
+        out.dead = []
+        for actor, ref in zip(self.members, refs[:-1]):
+            try:
+                ray.get(ref, timeout=0)
+            except ray.exceptions.RayActorError as e:
+                out.dead.append((actor, e))
+            except Exception:
+                pass
+        return out
 
     def _culprit(self, refs: list, error: Exception) -> str:
         """The rollout actors that died or failed, else those that did not finish while others
@@ -180,13 +273,6 @@ def collective_blocker(devices: list[str]) -> str | None:
     if kinds == {"cuda"} and len(set(devices)) < len(devices):
         return "two of its processes share a GPU, and NCCL joins one process per GPU"
     return None
-
-
-def first_line(error: BaseException) -> str:
-    """The cause without Ray's traceback wrapping: the innermost error's first line."""
-    cause = getattr(error, "cause", None) or error
-    text = str(cause).strip().splitlines()
-    return f"{type(cause).__name__}: {text[0] if text else ''}"
 
 
 def make_weight_sync(cfg, learners, rollouts) -> WeightSync:

@@ -93,7 +93,10 @@ def device_id() -> str:
 
 
 class WeightSyncError(RuntimeError):
-    """A collective weight sync that failed or timed out; the message names the rank(s)."""
+    """A collective weight sync that failed or timed out; the message names the rank(s). `dead`:
+    (actor, error) of the receivers that died (filled in by the driver)."""
+
+    dead: tuple = ()
 
 
 # -- the group ------------------------------------------------------------------------------
@@ -112,6 +115,18 @@ def join_group(backend: str, store, host: str, port: int, rank: int, world: int,
     timeout = datetime.timedelta(seconds=timeout_s)
     if store is None:
         store = dist.TCPStore(host, port, world, False, timeout=timeout)
+    # Every rank checks in before any builds the group, so a member that died before joining
+    # ends the forming on `request_abort(host, port, None)` instead of at the timeout.
+    store.set(f"member/{rank}", "1")
+    store.add("members", 1)
+    deadline = time.monotonic() + timeout_s
+    while store.add("members", 0) < world:
+        if store.check(["form/abort"]):
+            raise WeightSyncError("forming the weight-broadcast group was aborted (a member died)")
+        if time.monotonic() > deadline:
+            missing = [r for r in range(world) if not store.check([f"member/{r}"])]
+            raise WeightSyncError(f"ranks {missing} did not join the weight-broadcast group within {timeout_s:g} s")
+        time.sleep(0.005)
     prefixed = dist.PrefixStore("rewardflow-weights", store)
     if backend == "nccl":
         options = dist.ProcessGroupNCCL.Options()
@@ -194,19 +209,23 @@ class WeightSender:
             if ready and first is None:
                 first = time.monotonic()
             if first is not None and time.monotonic() - first > self.timeout_s:
+                self.store.set(f"v{version}/abort", "1")  # the ready receivers stop waiting too
                 raise WeightSyncError(f"weight sync of version {version}: receiving ranks "
                                       f"{self.unfinished(version, 'ready')} not ready within {self.timeout_s:g} s")
             time.sleep(0.005)
+        self.store.set(f"v{version}/go", "1")
 
     def unfinished(self, version: int, what: str = "done") -> list[int]:
         return [r for r in range(1, self.receivers + 1) if not self.store.check([f"v{version}/{what}/{r}"])]
 
 
-def request_abort(host: str, port: int, version: int) -> None:
-    """Stop rank 0 from waiting for receivers of `version` (one of them is known to be dead)."""
+def request_abort(host: str, port: int, version: int | None) -> None:
+    """Stop every rank from waiting for the receivers of `version` (one of them is known to be
+    dead), or with None, for the members of a group being formed."""
     from torch.distributed import TCPStore
 
-    TCPStore(host, port, is_master=False, timeout=datetime.timedelta(seconds=10)).set(f"v{version}/abort", "1")
+    key = "form/abort" if version is None else f"v{version}/abort"
+    TCPStore(host, port, is_master=False, timeout=datetime.timedelta(seconds=10)).set(key, "1")
 
 
 class WeightReceiver:
@@ -222,6 +241,12 @@ class WeightReceiver:
         valid until the next `receive`."""
         self.store.set(f"v{version}/ready/{self.rank}", "1")
         self.store.add(f"v{version}/ready", 1)
+        # The broadcast starts once every receiver is ready (rank 0 says "go"); an aborted sync
+        # (a receiver died first) ends here instead of in a broadcast that never comes.
+        while not self.store.check([f"v{version}/go"]):
+            if self.store.check([f"v{version}/abort"]):
+                raise WeightSyncError(f"weight sync of version {version} aborted before it started")
+            time.sleep(0.005)
         pending = [_broadcast(self.group, buffer) for buffer in self.buffers]
         for work, buffer, layout in zip(pending, self.buffers, self.layouts):
             work.wait()

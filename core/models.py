@@ -230,6 +230,20 @@ def load_policy(path: str, dtype: str = "float32"):
     return AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, dtype))
 
 
+def matmul_params(path: str) -> tuple[int, int]:
+    """(N_body, N_head) of the causal LM at `path` (core/flops.py): the parameters every position
+    meets in a matmul, the input embedding table left out, and the LM head's. Built on the meta
+    device from the config alone: no weights are read."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(path))
+    embed, head = model.get_input_embeddings().weight, model.get_output_embeddings().weight
+    total = sum(p.numel() for p in model.parameters())  # a tied head is the embedding: counted once
+    return total - embed.numel() - (0 if head is embed else head.numel()), head.numel()
+
+
 def load_value_model(path: str, dtype: str = "float32"):
     """The critic: the policy's architecture and weights with a scalar head instead of the LM head.
 

@@ -45,11 +45,26 @@ class SamplingSpec:
     max_new_tokens: int
     temperature: float = 1.0
     top_p: float = 1.0
+    # The step's seed (None: the engine's own generator); each response's comes from it and the
+    # response's place in the step's batch (`response_seed`).
     seed: int | None = None
     # Set: one sample from the policy and one from π^{1−c}·π_ref^{c} per prompt (Nash-MD, IPO-MD).
     mixture_coef: float | None = None
     # One greedy response per prompt after its `n` samples, flagged in `Rollouts.greedy` (ReMax).
     greedy_per_prompt: bool = False
+    # Index in the step's batch of this request's first prompt (a chunk's offset).
+    first_prompt: int = 0
+
+    def response_seed(self, index: int, attempt: int = 1, stream: int = 0) -> int | None:
+        """The sampling seed of response `index` of this request (prompt-major, `n` per prompt) on
+        its `attempt`-th engine request (an interrupted response goes on as a new one): a function
+        of the step's seed and the response's place in the step's batch, so neither the chunks the
+        batch was cut into nor what the engine ran before change it. `stream` tells apart other
+        random draws of the same request (the mixture sampler's)."""
+        if self.seed is None:
+            return None
+        entropy = [self.seed % 2**64, stream, self.first_prompt * self.n + index, attempt]
+        return int(np.random.SeedSequence(entropy).generate_state(1)[0])
 
 
 @dataclass

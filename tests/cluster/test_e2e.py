@@ -131,3 +131,48 @@ def test_a_stopped_run_resumes_from_its_latest_checkpoint(tiny_model_path, tmp_p
     page = write_report(str(tmp_path)).read_text()
     for key in ("reward", "accuracy", "phases", "staleness", "weight-sync", "busy", "resources", "samples"):
         assert f'<section id="{key}">' in page, key
+
+
+def _per_step(out_dir) -> tuple[dict, dict]:
+    """Per training step (0-based): its sampled rows (prompt, response, reward), from samples.jsonl;
+    and its logged metrics (logged at step + 1), from metrics.jsonl."""
+    rows: dict[int, list] = {}
+    for line in (out_dir / "samples.jsonl").read_text().splitlines():
+        r = json.loads(line)
+        rows.setdefault(r["step"], []).append((r["prompt"], r["response"], r["reward"]))
+    logged = [json.loads(line) for line in (out_dir / "metrics.jsonl").read_text().splitlines()]
+    return rows, {m["step"] - 1: m for m in logged if "reward/total" in m}  # not the eval-only lines
+
+
+def test_a_resumed_run_reproduces_the_uninterrupted_one(tiny_model_path, tmp_path):
+    """Synchronous GRPO with fixed seeds: 4 steps in one run, and 2 steps then `train.resume=latest`
+    to 4, sample the same responses to the same prompts, score them alike and train to the same
+    losses. Each response's sampling seed is a function of (train.seed, step, its place in the
+    batch), not of the rollout engine's history (`SamplingSpec.response_seed`); the learner restarts
+    from the checkpoint's weights and AdamW state, and computes bit for bit as in any other process
+    (MKL_CBWR, cluster/placement.py). Tolerance: none for prompts, responses and rewards; 1e-6
+    relative for the losses and other float metrics (they match exactly here; without MKL_CBWR they
+    differed by ~1e-4 relative, from rounding in the update amplified by AdamW's first steps)."""
+    from cluster.launch import train
+
+    def recipe(out_dir, *extra):
+        return load_recipe("recipes/grpo_arith.yaml", tiny_overrides(tiny_model_path, out_dir) + [
+            "train.save_final=false", "train.checkpoint_every=2", "logging.table_rows=64", *extra])
+
+    train(recipe(tmp_path / "whole", "train.steps=4"))
+    train(recipe(tmp_path / "parts", "train.steps=2"))
+    resumed = train(recipe(tmp_path / "parts", "train.steps=4", "train.resume=latest"))
+    assert resumed["start_step"] == 2
+
+    whole_rows, whole_metrics = _per_step(tmp_path / "whole")
+    parts_rows, parts_metrics = _per_step(tmp_path / "parts")
+    assert sorted(whole_rows) == sorted(parts_rows) == sorted(whole_metrics) == sorted(parts_metrics) == [0, 1, 2, 3]
+    for step in range(4):
+        assert len(whole_rows[step]) == 16  # 4 prompts x 4 samples, every row logged
+        assert parts_rows[step] == whole_rows[step], f"step {step}: prompts, responses or rewards differ"
+        a, b = whole_metrics[step], parts_metrics[step]
+        for key in ("reward/total", "reward/answer_format", "reward/math_correct", "rollout/response_len"):
+            assert b[key] == a[key], (step, key)
+        for key in ("loss/total", "loss/policy", "train/kl", "train/entropy", "train/grad_norm",
+                    "train/logprob_mismatch", "train/clip_frac"):
+            assert b[key] == pytest.approx(a[key], rel=1e-6, abs=1e-9), (step, key)

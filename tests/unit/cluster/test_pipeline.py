@@ -20,6 +20,8 @@ from hypothesis import strategies as st
 
 from cluster.recipe import load_recipe
 from cluster.controller import Controller, Roles
+from cluster.faults import ActorPool, Calls, FaultLog
+from cluster.groups import PendingRollouts
 from core.data import PromptStream
 from cluster.pipeline import RolloutPipeline, check_staleness, token_version_metrics
 from core.protocol import Prompts, Rollouts, Scores, TermScores
@@ -30,24 +32,36 @@ from tests.helpers import make_rollouts
 TOKENS = 3  # response tokens of every simulated sample, one per engine step
 
 
-@dataclass
+@dataclass(eq=False)
 class Call:
     kind: str  # "generate" | "reload"
     payload: object
     done: bool = False
     result: object = None
+    lost: bool = False  # its actor died before it finished
     min_version: int = 0  # generate: the newest weights sent before it, which it waits for
     token_versions: list[int] = field(default_factory=list)  # generate: the version of each step so far
 
 
-@dataclass
+@dataclass(eq=False)
 class SimActor:
     queue: deque = field(default_factory=deque)  # default group: in order, one call at a time
     control: deque = field(default_factory=deque)  # control group (interrupt): reloads only
     version: int = 0
     generated_with: list[int] = field(default_factory=list)  # the version of every engine step
+    alive: bool = True
+
+    def die(self) -> None:
+        """kill -9: every call it holds is lost."""
+        self.alive = False
+        for call in [*self.queue, *self.control]:
+            call.done = call.lost = True
+        self.queue.clear()
+        self.control.clear()
 
     def runnable(self) -> list[deque]:
+        if not self.alive:
+            return []
         ready = [self.control] if self.control else []
         if self.queue and (self.queue[0].kind == "reload" or self.queue[0].min_version <= self.version):
             ready.append(self.queue)
@@ -80,12 +94,59 @@ def _rollouts(prompts: Prompts, n: int, token_versions: list[int]) -> Rollouts:
     return replace(rollouts, token_versions=[np.array(token_versions)] * len(rows))
 
 
+class Lost(Exception):
+    def __init__(self, actor: SimActor):
+        self.actor = actor
+
+
+class SimCalls(Calls):
+    """The pool's view of simulated actors: a call is a `Call`; waiting for one runs the
+    simulation until it is done (or lost with its actor)."""
+
+    def __init__(self, group: "SimRollouts"):
+        self.group = group
+
+    def ready(self, refs: list) -> set:
+        return {c for c in refs if c.done}
+
+    def wait(self, ref, timeout: float) -> bool:
+        self.group._progress(until=ref)
+        return True
+
+    def get(self, ref):
+        self.group._progress(until=ref)
+        if ref.lost:
+            raise Lost(ref.owner)
+        return ref.result
+
+    def lost(self, error: BaseException, actor) -> bool:
+        return isinstance(error, Lost) and error.actor is actor
+
+    def kill(self, actor) -> None:
+        actor.die()
+
+    def is_dead(self, actor) -> bool:
+        return not actor.alive
+
+
 class SimRollouts:
-    def __init__(self, num_actors: int, rng: random.Random, interrupt: bool = False):
-        self.actors = [SimActor() for _ in range(num_actors)]
-        self.rng, self.interrupt = rng, interrupt
+    """The real `ActorPool` (balancing, re-issue, restarts) over simulated actors. With
+    `death_rate`, every engine step may kill a random live actor (kill -9): the pool notices when
+    it waits for one of the actor's calls, starts a new actor in its slot, the controller's
+    `catch_up` queues the current weights on it, and the lost requests go out again."""
+
+    def __init__(self, num_actors: int, rng: random.Random, interrupt: bool = False, death_rate: float = 0.0):
+        self.rng, self.interrupt, self.death_rate = rng, interrupt, death_rate
+        self.pool = ActorPool("rollout", [SimActor() for _ in range(num_actors)], lambda slot: SimActor(),
+                              max_restarts=10**6, log=FaultLog(), calls=SimCalls(self))
         self.last_reload_s = 0.0
         self.delivered: list[Rollouts] = []  # each step's rollouts, in the order steps took them
+        self.reloads: list[tuple[Call, SimActor]] = []
+        self.every_actor: list[SimActor] = list(self.pool.actors)  # dead ones too
+
+    @property
+    def actors(self) -> list[SimActor]:
+        return self.pool.actors
 
     def _progress(self, until: Call | None = None, budget: int | None = None) -> None:
         """Run a randomly chosen runnable call (until `until` is done / budget spent)."""
@@ -94,35 +155,47 @@ class SimRollouts:
             if not busy:
                 assert until is None, "waiting for a call that can never run"
                 return
+            if self.death_rate and self.rng.random() < self.death_rate:
+                self.rng.choice(busy).die()
+                continue
             self.rng.choice(busy).run_next(self.rng)
             budget = None if budget is None else budget - 1
 
-    def submit(self, prompts: Prompts, spec, chunk_prompts, min_version: int = 0):
-        size = chunk_prompts or -(-len(prompts) // len(self.actors))
-        calls = []
-        for lo in range(0, len(prompts), size):
-            call = Call("generate", (prompts.select(list(range(lo, min(lo + size, len(prompts))))), spec.n),
-                        min_version=min_version)
-            self.rng.choice(self.actors).queue.append(call)
-            calls.append((lo, call))
-        return SimPending(self, calls)
+    def _queue(self, actor: SimActor, call: Call) -> Call:
+        call.owner = actor
+        if not actor.alive:
+            call.done = call.lost = True
+        else:
+            (actor.control if call.kind == "reload" and self.interrupt else actor.queue).append(call)
+        if actor not in self.every_actor:
+            self.every_actor.append(actor)
+        return call
 
-    def start_load_weights(self, version: int) -> None:
-        for a in self.actors:
-            (a.control if self.interrupt else a.queue).append(Call("reload", version))
+    def submit(self, prompts: Prompts, spec, chunk_prompts, min_version: int = 0, phase: str = "generate"):
+        size = chunk_prompts or -(-len(prompts) // len(self.pool.live()))
+        offsets = list(range(0, len(prompts), size))
+        tickets = [self.pool.submit(lambda a, lo=lo: self._queue(a, Call(
+            "generate", (prompts.select(list(range(lo, min(lo + size, len(prompts))))), spec.n),
+            min_version=min_version)), min(size, len(prompts) - lo)) for lo in offsets]
+        return SimPending(self.pool, tickets, offsets, phase, group=self)
+
+    def start_load_weights(self, version: int, slots: list[int] | None = None) -> None:
+        targets = self.actors if slots is None else [self.actors[s] for s in slots]
+        self.reloads += [(self._queue(a, Call("reload", version)), a) for a in targets]
+
+    def finish_load_weights(self) -> None:
+        self._progress()
+        reloads, self.reloads = self.reloads, []
+        self.pool.check([c for c, _ in reloads], [a for _, a in reloads], "weight_sync")
 
 
 @dataclass
-class SimPending:
-    group: SimRollouts
-    calls: list
-    _result: Rollouts | None = None
+class SimPending(PendingRollouts):
+    group: SimRollouts | None = None
 
     def result(self) -> Rollouts:
         if self._result is None:
-            for _, call in self.calls:
-                self.group._progress(until=call)
-            self._result = Rollouts.concat([c.result for _, c in self.calls], [lo for lo, _ in self.calls])
+            super().result()
             self.group.delivered.append(self._result)
         return self._result
 
@@ -174,7 +247,14 @@ class SimSync:
         self.rollouts.start_load_weights(version)
 
     def finish(self) -> None:
-        self.rollouts._progress()
+        self.rollouts.finish_load_weights()
+
+    def catch_up(self, slots: list[int], version: int) -> bool:
+        """As the object store's: the new actors load the learner's weights before anything else."""
+        if slots:
+            self.rollouts.start_load_weights(version, slots)
+            self.rollouts.finish_load_weights()
+        return False
 
 
 class SilentLogger:
@@ -184,7 +264,7 @@ class SilentLogger:
 
 
 def _controller(k: int, sync_every: int, actors: int, chunk: int | None, steps: int, seed: int,
-                interrupt: bool = False):
+                interrupt: bool = False, death_rate: float = 0.0):
     cfg = load_recipe("recipes/grpo_arith.yaml", [
         f"train.max_staleness={k}", f"train.sync_every={sync_every}", f"train.steps={steps}",
         "train.prompts_per_step=3", "algo.group_size=2", f"rollout.num_workers={actors}",
@@ -192,20 +272,23 @@ def _controller(k: int, sync_every: int, actors: int, chunk: int | None, steps: 
     prompts = Prompts(ids=[f"p{i}" for i in range(7)], texts=[f"p{i}" for i in range(7)],
                       token_ids=[np.array([5, i]) for i in range(7)], answers=["0"] * 7)
     rng = random.Random(seed)
-    rollouts = SimRollouts(actors, rng, cfg.rollout.interrupt)
+    rollouts = SimRollouts(actors, rng, cfg.rollout.interrupt, death_rate)
     roles = Roles(rollouts=rollouts, rewards=SimRewards(), learners=SimLearners(rollouts, rng),
-                  reference=None, sync=SimSync(rollouts))
+                  reference=None, sync=SimSync(rollouts), faults=rollouts.pool.log)
     return Controller(cfg, roles, build_algorithm(cfg.algo), prompts, prompts, 0, SilentLogger()), prompts
 
 
 @settings(max_examples=100, deadline=None)
 @given(k=st.integers(0, 3), sync_every=st.integers(1, 3), actors=st.integers(1, 3),
        chunk=st.one_of(st.none(), st.integers(1, 3)), steps=st.integers(1, 9),
-       cut=st.integers(0, 9), seed=st.integers(0, 2**16), interrupt=st.booleans())
+       cut=st.integers(0, 9), seed=st.integers(0, 2**16), interrupt=st.booleans(),
+       death_rate=st.sampled_from([0.0, 0.0, 0.02, 0.1]))
 def test_staleness_bound_order_and_versions_hold_for_any_schedule(k, sync_every, actors, chunk, steps, cut, seed,
-                                                                  interrupt):
+                                                                  interrupt, death_rate):
+    """... and when rollout actors die at random engine steps: the pool restarts them, they get
+    the current weights first, and their lost requests go out again."""
     interrupt = interrupt and k > 0  # the synchronous loop has no interrupt (recipe check)
-    controller, prompts = _controller(k, sync_every, actors, chunk, steps, seed, interrupt)
+    controller, prompts = _controller(k, sync_every, actors, chunk, steps, seed, interrupt, death_rate)
     bound = k + sync_every - 1
     cut = min(cut, steps)
     # The loop stops after `cut` steps with rollouts in flight and restarts as a new controller
@@ -214,7 +297,7 @@ def test_staleness_bound_order_and_versions_hold_for_any_schedule(k, sync_every,
     for segment in (range(cut), range(cut, steps)):
         if segment.start > 0:
             state = controller.state(segment.start, wall_s=0.0)
-            controller, _ = _controller(k, sync_every, actors, chunk, steps, seed + 1, interrupt)
+            controller, _ = _controller(k, sync_every, actors, chunk, steps, seed + 1, interrupt, death_rate)
             controller.restore(state)
         runs.append(controller)
         for step in segment:
@@ -236,10 +319,30 @@ def test_staleness_bound_order_and_versions_hold_for_any_schedule(k, sync_every,
     assert controller.samples_seen == steps * 3 * 2
     # Versions seen by each actor never go back.
     for run in runs:
-        for actor in run.roles.rollouts.actors:
+        for actor in run.roles.rollouts.every_actor:
             assert actor.generated_with == sorted(actor.generated_with)
+    # A restart replaces a dead actor, once.
+    for run in runs:
+        dead = [a for a in run.roles.rollouts.every_actor if not a.alive]
+        assert run.roles.rollouts.pool.log.restarts["rollout"] <= len(dead)
     assert controller.pipeline.next_step == steps and len(controller.pipeline) == 0
     assert controller.roles.rewards.scored_prompts == expected
+
+
+def test_dead_rollout_actors_are_restarted_and_their_requests_reissued():
+    # Actors die often (1 engine step in 10); every step still trains on its own prompts, within
+    # the bound, and no actor (restarted ones included) ever generates with older weights than before.
+    controller, prompts = _controller(k=1, sync_every=1, actors=2, chunk=1, steps=8, seed=3, death_rate=0.1)
+    metrics = [controller.train_step(s) for s in range(8)]
+    assert all(0 <= m["async/staleness"] <= 1 for m in metrics)
+    log = controller.roles.faults
+    assert log.restarts["rollout"] >= 2 and log.reissued["rollout"] >= log.restarts["rollout"]
+    assert metrics[-1]["faults/restarts/rollout"] == log.restarts["rollout"]
+    stream = PromptStream(prompts, controller.cfg.train.seed)
+    assert [controller.batches[s] for s in range(8)] == [stream.next_batch(3).ids for _ in range(8)]
+    assert controller.roles.rewards.scored_prompts == [i for s in range(8) for i in controller.batches[s]]
+    reborn = controller.roles.rollouts.every_actor[2:]  # the replacements, in the order they started
+    assert reborn and all(a.generated_with == sorted(a.generated_with) for a in reborn)
 
 
 def test_synchronous_loop_trains_every_step_on_the_newest_weights():

@@ -86,3 +86,12 @@ def test_ppo_checks_critic_ranks_too():
     with pytest.raises(ConfigError, match="cannot feed 4 critic ranks x 1 mini-batches"):
         load_recipe(RECIPE, ["algo={name: ppo, samples_per_prompt: 1}", "train.prompts_per_step=2",
                              "critic.num_workers=4"])
+
+
+def test_share_prompt_reads_yaml_booleans_and_names_a_bad_value():
+    cfg = load_recipe(RECIPE, ["learner.share_prompt=off", "reference.share_prompt=on", "critic.share_prompt=auto"])
+    assert (cfg.learner.share_prompt, cfg.reference.share_prompt, cfg.critic.share_prompt) == ("off", "on", "auto")
+    assert load_recipe(RECIPE).learner.share_prompt == "auto"
+    with pytest.raises(ConfigError) as err:
+        load_recipe(RECIPE, ["reference.share_prompt=maybe"])
+    assert str(err.value) == "reference.share_prompt: Input should be 'auto', 'on' or 'off' (got 'maybe')"
