@@ -47,7 +47,9 @@ def test_killed_rollout_reward_reference_and_learner_actors_come_back_in_the_syn
     faults = summary["faults"]
     for role in ("rollout", "reward", "reference"):
         assert faults[f"faults/restarts/{role}"] == 1, (role, faults)
-        assert faults[f"faults/reissued/{role}"] >= 1, (role, faults)
+    # The reward and reference actors only serve requests, so their death always cost one; the
+    # rollout actor's may be found by the weight load queued on it instead (nothing to send again).
+    assert faults["faults/reissued/reward"] >= 1 and faults["faults/reissued/reference"] >= 1, faults
     assert faults["learner_restarts"] == 1 and faults["faults/restarts/learner"] == 1
     # Each prompt batch trained once, in the stream's order (steps after the learner's checkpoint
     # were trained again on the same prompts; the summary keeps the run that counts).
@@ -110,4 +112,6 @@ def test_a_hung_reward_actor_stops_the_run_at_its_phase_deadline_naming_role_and
             except ProcessLookupError:
                 pass
     assert saboteur.done and time.monotonic() - started < 240
-    assert steps_logged(tmp_path) == 1  # step 1 trained; step 2 waited 15 s for its scores and stopped
+    # Frozen after step 1 (step 2's scores may already have been made): the first scoring after
+    # the freeze waited 15 s and stopped the run.
+    assert 1 <= steps_logged(tmp_path) <= 2
