@@ -27,6 +27,9 @@ def process_group():
         init_distributed(0, 1, "127.0.0.1", free_port())
         yield
         dist.destroy_process_group()
+        import deepspeed.comm.comm as ds_comm
+
+        ds_comm.cdb = None  # DeepSpeed's handle on the destroyed group: a later in-process vLLM makes its own
 
 
 def _engine(model_path: str, zero_stage: int, world_size: int = 1):
