@@ -165,10 +165,7 @@ class ActorPool:
         """The ticket's value; a call lost with its actor is sent again (to a restarted or
         surviving actor) until it returns, within the role's restart bound."""
         while True:
-            timeout = self.timeouts.get(phase)
-            if timeout is not None and not self.calls.wait(ticket.ref, timeout):
-                raise PhaseTimeout(f"{self.role}: {self.names(ticket.slot)} gave no answer within {timeout:g} s "
-                                   f"in phase {phase} (train.timeouts.{phase})")
+            self._await(ticket.ref, self.names(ticket.slot), phase)
             try:
                 return self.calls.get(ticket.ref)
             except Exception as error:
@@ -177,6 +174,13 @@ class ActorPool:
                 elif not (self.retryable(error) and ticket.tries < 3):
                     raise
                 self.reissue(ticket)
+
+    def _await(self, ref, name: str, phase: str) -> None:
+        """Wait for `ref` within the phase's deadline (none: without one); past it, `PhaseTimeout`."""
+        timeout = self.timeouts.get(phase)
+        if timeout is not None and not self.calls.wait(ref, timeout):
+            raise PhaseTimeout(f"{self.role}: {name} gave no answer within {timeout:g} s in phase {phase} "
+                               f"(train.timeouts.{phase})")
 
     def results(self, tickets: list[Ticket], phase: str) -> list:
         return [self.result(t, phase) for t in tickets]
@@ -237,15 +241,9 @@ class ActorPool:
         out = []
         for ref, actor in zip(refs, actors):
             slot = self.actors.index(actor) if actor in self.actors else None
+            self._await(ref, self.names(slot) if slot is not None else self.role, phase)
             try:
-                timeout = self.timeouts.get(phase)
-                if timeout is not None and not self.calls.wait(ref, timeout):
-                    name = self.names(slot) if slot is not None else self.role
-                    raise PhaseTimeout(f"{self.role}: {name} gave no answer within {timeout:g} s in phase {phase} "
-                                       f"(train.timeouts.{phase})")
                 out.append(self.calls.get(ref))
-            except PhaseTimeout:
-                raise
             except Exception as error:
                 if not self.calls.lost(error, actor):
                     raise
