@@ -13,6 +13,7 @@ from as they arrive (core/collective.py); nothing goes through the object store.
 """
 from __future__ import annotations
 
+import time
 from abc import ABC, abstractmethod
 
 from cluster.faults import first_line
@@ -118,8 +119,11 @@ class CollectiveSync(WeightSync):
 
     name = "collective"
 
-    def __init__(self, learners, rollouts, timeout_s: float, devices: list[str] | None = None):
+    def __init__(self, learners, rollouts, timeout_s: float, devices: list[str] | None = None,
+                 ready_timeout_s: float | None = None):
         self.learners, self.rollouts, self.timeout_s = learners, rollouts, timeout_s
+        # Before the group (re-)forms, each actor's earlier requests, or a new actor's start.
+        self.ready_timeout_s = 600 + timeout_s if ready_timeout_s is None else ready_timeout_s
         devices = devices or weight_devices(learners, rollouts)
         if why := collective_blocker(devices):
             raise ConfigError(f"train.weight_sync: collective impossible: {why}")
@@ -131,14 +135,20 @@ class CollectiveSync(WeightSync):
         self.form()
 
     def form(self) -> None:
-        """A new group of rank 0 and every current rollout actor (each replaces its old one)."""
+        """A new group of rank 0 and every current rollout actor (each replaces its old one), once
+        every actor is idle: a join queues behind the actor's requests (or a new actor's start),
+        and rank 0 waits only `timeout_s` for the others to join."""
+        import ray
+
         from cluster.placement import actor_record
 
         rollouts, world = self.rollouts, len(self.rollouts.actors) + 1
         self.members = list(rollouts.actors)
-        self.address = self.learners.open_weight_group(world, self.timeout_s)
         nodes = [actor_record(a).get("Address", {}).get("NodeID") or "unknown" for a in self.members]
         self.names = [f"rollout actor {i} (node {node[:8]})" for i, node in enumerate(nodes)]
+        self._wait([*[a.ready.remote() for a in self.members], ray.put(None)],
+                   "waiting for the rollout actors to finish their requests", self.ready_timeout_s)
+        self.address = self.learners.open_weight_group(world, self.timeout_s)
         try:
             self._wait([*rollouts.join_weight_group(self.backend, self.layouts, *self.address, self.timeout_s),
                         self.learners.join_weight_group(self.backend, self.layouts, world, self.timeout_s)],
@@ -201,17 +211,24 @@ class CollectiveSync(WeightSync):
         self.finish()
         return True
 
-    def _wait(self, refs: list, what: str) -> list:
+    def _wait(self, refs: list, what: str, timeout_s: float | None = None) -> list:
         """ray.get of `refs` (one per rollout actor, then rank 0's) that names the rollout actor
-        that died or failed, as soon as one does (`WeightSyncError.dead`: those that died). Rank 0
-        dying is the learner's failure (`RankDied`)."""
+        that died or failed, as soon as one does (`WeightSyncError.dead`: those that died), or
+        that has not answered within `timeout_s` (none: no deadline). Rank 0 dying is the
+        learner's failure (`RankDied`)."""
         import ray
 
         from cluster.faults import RankDied
 
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
         pending = list(refs)
         while pending:
-            done, pending = ray.wait(pending, num_returns=1)
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            done, pending = ray.wait(pending, num_returns=1, timeout=left)
+            if not done:
+                late = [name for name, ref in zip(self.names, refs[:-1]) if ref in pending]
+                raise WeightSyncError(f"{what} failed: {', '.join(late) or 'learner rank 0'} did not answer "
+                                      f"within {timeout_s:g} s")
             try:
                 ray.get(done[0])
             except ray.exceptions.RayActorError as e:
@@ -297,4 +314,7 @@ def make_weight_sync(cfg, learners, rollouts) -> WeightSync:
     devices = weight_devices(learners, rollouts)
     if mode == "auto" and collective_blocker(devices):  # e.g. rollout and learner on one GPU
         return ObjectStoreSync(learners, rollouts)
-    return CollectiveSync(learners, rollouts, cfg.train.sync_timeout_s, devices)
+    from cluster.faults import phase_timeouts
+
+    return CollectiveSync(learners, rollouts, cfg.train.sync_timeout_s, devices,
+                          ready_timeout_s=phase_timeouts(cfg)["generate"])

@@ -255,6 +255,13 @@ class _Judged:
             raise RuntimeError(f"judge backend returned {len(answers)} answers for {len(prompts)} prompts")
         return answers
 
+    def close(self) -> None:
+        """Release the backend (a local engine shuts down; one passed in is shut for its sharers too)."""
+        with self._lock:
+            backend, self._backend = self._backend, None
+        if backend is not None:
+            backend.close()
+
 
 class JudgeScore(_Judged, Reward):
     Config = JudgeScoreConfig

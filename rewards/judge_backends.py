@@ -27,6 +27,8 @@ from core.config import Section
 class JudgeBackend(Protocol):
     def complete(self, prompts: list[str], regex: str | None = None) -> list[str]: ...
 
+    def close(self) -> None: ...
+
 
 class _GenerationConfig(Section):
     max_tokens: int = Field(256, ge=1)
@@ -79,6 +81,10 @@ class EndpointBackend:
     def complete(self, prompts: list[str], regex: str | None = None) -> list[str]:
         return list(self._pool.map(lambda p: self._one(p, regex), prompts))
 
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        self.client.close()
+
 
 def _api_key(env: str | None) -> str:
     if env is None:
@@ -125,3 +131,12 @@ class LocalJudgeEngine:
             outputs = self.llm.chat([[{"role": "user", "content": p}] for p in prompts], self._params(regex),
                                     use_tqdm=False)
         return [out.outputs[0].text for out in outputs]
+
+    def close(self) -> None:
+        """Shut the engine down in this process, its process groups with it, so that another
+        engine (or another user of torch.distributed) can start here; the next `complete` builds
+        a new one."""
+        with self._lock:
+            llm, self.llm = self.llm, None
+            if llm is not None:
+                llm.llm_engine.engine_core.shutdown()

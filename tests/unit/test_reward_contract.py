@@ -61,7 +61,10 @@ def name(request) -> str:
 
 @pytest.fixture(scope="module")
 def reward(name):
-    return REWARDS[name](_example(name))
+    built = REWARDS[name](_example(name))
+    yield built
+    if hasattr(built, "close"):  # an in-process engine leaves the process to the next one
+        built.close()
 
 
 def test_config_is_frozen_and_rejects_unknown_keys(name):

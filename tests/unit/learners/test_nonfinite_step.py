@@ -20,6 +20,7 @@ def process_group():
     from learners.engine import init_distributed
     from tests.helpers import free_port
 
+    assert not dist.is_initialized(), "an earlier test left torch.distributed initialised in this process"
     with pytest.MonkeyPatch.context() as mp:
         for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
             mp.setenv(key, os.environ.get(key, ""))  # restored after: init_distributed sets them
