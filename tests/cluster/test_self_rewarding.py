@@ -29,8 +29,10 @@ def steps(out_dir) -> list[dict]:
 def test_online_self_rewarding_judges_with_the_learners_current_weights(tiny_model_path, tmp_path):
     from cluster.launch import train
 
+    # lr 1e-2: Adam's first step moves the weights far more than vLLM and transformers differ.
     summary = train(load_recipe("recipes/self_rewarding_arith.yaml", overrides(
-        tiny_model_path, tmp_path, "train.steps=2", "train.checkpoint_every=1", "train.keep_checkpoints=2")))
+        tiny_model_path, tmp_path, "train.steps=2", "train.checkpoint_every=1", "train.keep_checkpoints=2",
+        "algo.lr=1e-2")))
     assert summary["steps"] == 2
     last = summary["final_metrics"]
     assert last["judge/parse_rate"] == 1.0 and last["judge/unjudged"] == 0
@@ -43,8 +45,9 @@ def test_online_self_rewarding_judges_with_the_learners_current_weights(tiny_mod
     saved = torch.load(tmp_path / "checkpoints/step_1/learner/state/mp_rank_00_model_states.pt",
                        map_location="cpu", weights_only=True)["module"]
     policy.load_state_dict(saved, strict=False)
-    assert last["judge/checksum"] == pytest.approx(probe_logprob_sum(policy, PROBE_IDS), rel=1e-4)
-    assert last["judge/checksum"] != pytest.approx(start, rel=1e-4)
+    trained = probe_logprob_sum(policy, PROBE_IDS)
+    assert last["judge/checksum"] == pytest.approx(trained, rel=1e-4)
+    assert abs(last["judge/checksum"] - trained) < abs(trained - start) / 10  # not the initial weights
     logged = steps(tmp_path)
     assert [m["judge/policy_version"] for m in logged if "judge/policy_version" in m] == [0.0, 1.0]
     assert all(0 <= m["judge/pairs_kept_frac"] <= 1 for m in logged if "judge/pairs_kept_frac" in m)
