@@ -18,7 +18,9 @@ Each phase's mean over the steps after the first (the first warms up); the floor
 its FLOPs (core/flops.py: every distinct position once) over the matmul peak the run measured at
 start, from run 3's `perf/<phase>_peak_frac`. The learner's and the reference's positions per step
 come from `perf/learner_tokens` and `perf/reference_tokens` (run 2 computes what run 1 did).
-Appends a section to docs/benchmarks.md.
+`--seeds 1 2` also runs before and now with those sampling seeds and reports held-out accuracy
+per seed (one seed's accuracy after a few steps is mostly that seed's luck). Appends a section to
+docs/benchmarks.md.
 """
 from __future__ import annotations
 
@@ -35,7 +37,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.grpo_default import machine, publish  # noqa: E402
+from bench.grpo_default import machine, publish
 
 RECIPE = ROOT / "recipes/bench_trl_config.yaml"
 BEFORE = "968a039"  # the last commit before the issue-16 changes
@@ -50,7 +52,9 @@ def train_in(tree: Path, steps: int, out: Path, overrides: list[str]) -> dict:
     subprocess.run([sys.executable, "-c", code, "train", str(RECIPE), f"train.steps={steps}",
                     f"train.output_dir={out}", "train.save_final=false", *overrides], check=True, cwd=tree, env=env)
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    return {"steps": [r for r in rows if "timing/step" in r], "load": os.getloadavg()}
+    summary = json.loads((out / "summary.json").read_text())
+    return {"steps": [r for r in rows if "timing/step" in r], "load": os.getloadavg(),
+            "accuracy": [summary["eval_accuracy_before"], summary["eval_accuracy_after"]]}
 
 
 def means(run: dict) -> dict[str, float]:
@@ -104,19 +108,40 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=4)
     p.add_argument("--before", default=BEFORE)
     p.add_argument("--out", default="runs/bench_step_phases")
+    p.add_argument("--seeds", type=int, nargs="*", default=[],
+                   help="more `train.seed`s to run before and now with, for held-out accuracy only")
     args, overrides = p.parse_known_args()
     out = ROOT / args.out
     shutil.rmtree(out, ignore_errors=True)
     tree = Path(tempfile.mkdtemp(prefix="rewardflow-before-")) / "src"
     subprocess.run(["git", "worktree", "add", "--detach", "-q", str(tree), args.before], check=True, cwd=ROOT)
+    seeds: dict[int, dict] = {}
     try:
         runs = {"before": train_in(tree, args.steps, out / "before", overrides)}
+        for seed in args.seeds:
+            seeds[seed] = {"before": train_in(tree, args.steps, out / f"before_{seed}", [f"train.seed={seed}", *overrides])}
     finally:
         subprocess.run(["git", "worktree", "remove", "--force", str(tree)], check=True, cwd=ROOT)
     runs["unshared"] = train_in(ROOT, args.steps, out / "unshared", [*UNSHARED, *overrides])
     runs["now"] = train_in(ROOT, args.steps, out / "now", overrides)
-    (out / "runs.json").write_text(json.dumps(runs, indent=1))
-    publish(section(runs, args, sys.argv[1:]))
+    for seed in args.seeds:
+        seeds[seed]["now"] = train_in(ROOT, args.steps, out / f"now_{seed}", [f"train.seed={seed}", *overrides])
+    (out / "runs.json").write_text(json.dumps({"runs": runs, "seeds": seeds}, indent=1))
+    publish(section(runs, args, sys.argv[1:]) + accuracy_table(runs, seeds))
+
+
+def accuracy_table(runs: dict[str, dict], seeds: dict[int, dict]) -> str:
+    """Held-out greedy accuracy after the run, before and now, per `train.seed` (the recipe's first)."""
+    rows = [("0 (the recipe's)", runs), *seeds.items()]
+    lines = [f"| {seed} | {r['before']['accuracy'][0]:.2f} | {r['before']['accuracy'][1]:.2f} | "
+             f"{r['now']['accuracy'][1]:.2f} |" for seed, r in rows]
+    return f"""
+Held-out greedy accuracy after the steps, per sampling seed (`train.seed`):
+
+| seed | base model | before | now |
+|---|---|---|---|
+{chr(10).join(lines)}
+"""
 
 
 if __name__ == "__main__":

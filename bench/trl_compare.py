@@ -45,6 +45,7 @@ import argparse
 import datetime
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -196,6 +197,7 @@ def evaluate(model: str, overrides: list[str]) -> dict:
 # -- the comparison -----------------------------------------------------------------------------
 def compare(args, overrides: list[str]) -> dict:
     out = Path(args.out)
+    shutil.rmtree(out, ignore_errors=True)  # a run appends to metrics.jsonl: start from nothing
     rf = run_rewardflow(args.steps, out / "rewardflow", overrides)
     load_rf = os.getloadavg()
     trl = run_trl(args.trl_python, rf["train_wall_s"], out / "trl", overrides)

@@ -6,7 +6,13 @@ import torch.distributed as dist
 
 from rewards.base import Sample
 from rewards.isolation import IsolatedRunner, score_terms
-from rewards.judge import JudgePairwise, JudgePairwiseConfig, JudgeParseError, JudgeScore, JudgeScoreConfig
+from rewards.judge import (
+    JudgePairwise,
+    JudgePairwiseConfig,
+    JudgeParseError,
+    JudgeScore,
+    JudgeScoreConfig,
+)
 from tests.cluster.test_judge_endpoint import SAMPLES
 
 pytestmark = pytest.mark.cluster
