@@ -97,24 +97,35 @@ class LearnerActor(RankActor):
         from core.collective import plan_layout
 
         self.plan_weight_buckets(max_bytes)
-        return [plan_layout(self.engine.weight_specs(names)) for names in self.buckets]
+        self.weight_layouts = [plan_layout(self.engine.weight_specs(names)) for names in self.buckets]
+        return self.weight_layouts
 
-    def open_weight_group(self, world: int, timeout_s: float) -> tuple[str, int]:
-        """Rank 0: the broadcast group's store, on this node; where receivers join it."""
-        from core.collective import open_store
+    def open_weight_group(self, world: int, timeout_s: float, share: bool) -> tuple[str, int, str | None]:
+        """Rank 0: the broadcast group's store, on this node; where receivers join it, and with
+        `share` (receivers on this node), the shared-memory file of the send buffers they map
+        (None if it does not fit: they join the group instead)."""
+        from core.collective import open_store, shared_buckets
 
         host, _ = self.address()
         # An earlier group's store stays up: receivers still in an aborted sync of that group read
         # its abort key there (a closed store would leave them reconnecting until their timeout).
         self.old_weight_stores = [*getattr(self, "old_weight_stores", []), getattr(self, "weight_store", None)]
         self.weight_store = open_store(host, world, timeout_s)
-        return host, self.weight_store.port
+        self.shared_buckets = shared_buckets(self.weight_layouts) if share else None
+        return host, self.weight_store.port, self.shared_buckets[0] if self.shared_buckets else None
 
-    def join_weight_group(self, backend: str, layouts: list, world: int, timeout_s: float) -> None:
-        from core.collective import WeightSender, join_group
+    def join_weight_group(self, backend: str, layouts: list, world: int, timeout_s: float,
+                          group_ranks: list[int], local: list[int]) -> None:
+        """Rank 0 joins; the `local` ranks read its shared buffers (`open_weight_group`)."""
+        from core.collective import WeightSender, join_group, unlink
 
-        store, group = join_group(backend, self.weight_store, "", 0, 0, world, timeout_s)
-        self.sender = WeightSender(store, group, layouts, world - 1, self.engine.device, timeout_s)
+        path, buffers = self.shared_buckets or (None, None)
+        try:
+            store, group = join_group(backend, self.weight_store, "", 0, 0, world, timeout_s, group_ranks)
+        finally:  # every member has checked in, so every reader has mapped it (or the forming failed)
+            unlink(path)
+        self.sender = WeightSender(store, group, layouts, world - 1, self.engine.device, timeout_s,
+                                   buffers, tuple(local) if buffers is not None else ())
 
     def start_broadcast(self, version: int) -> None:
         """Pack every bucket and hand it to the sender thread, which broadcasts it once every

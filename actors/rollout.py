@@ -214,13 +214,16 @@ class RolloutActor:
         return device_id()
 
     def join_weight_group(self, backend: str, layouts: list, host: str, port: int, rank: int, world: int,
-                          timeout_s: float) -> None:
+                          timeout_s: float, group_ranks: list[int], shared: str | None) -> None:
         """Join the run's broadcast group as `rank` (core/collective.py); buffers for every
-        bucket are allocated here, once."""
-        from core.collective import WeightReceiver, join_group
+        bucket are allocated here, once, or with `shared`, learner rank 0's send buffers on this
+        node are mapped (before checking in: rank 0 then removes the file's name)."""
+        from core.collective import WeightReceiver, join_group, map_buckets
 
-        store, group = join_group(backend, None, host, port, rank, world, timeout_s)
-        self.receiver = WeightReceiver(store, group, layouts, rank, self.weight_device().split(":")[0])
+        buffers = map_buckets(shared, layouts) if shared else None
+        store, group = join_group(backend, None, host, port, rank, world, timeout_s, group_ranks)
+        self.receiver = WeightReceiver(store, group, layouts, rank, self.weight_device().split(":")[0],
+                                       timeout_s, buffers)
 
     def receive_weights(self, version: int) -> float:
         """In-place reload from the learner's broadcast, bucket by bucket as each arrives."""

@@ -194,10 +194,13 @@ class RolloutGroup:
     def attach_shared_weights(self, descriptor: dict) -> None:
         ray.get([a.attach_shared_weights.remote(descriptor) for a in self.actors])
 
-    def join_weight_group(self, backend: str, layouts: list, host: str, port: int, timeout_s: float) -> list:
-        """Refs of every actor joining the broadcast group as rank i + 1 (rank 0: the learner)."""
+    def join_weight_group(self, backend: str, layouts: list, host: str, port: int, timeout_s: float,
+                          group_ranks: list[int], shared: str | None) -> list:
+        """Refs of every actor joining the broadcast group as rank i + 1 (rank 0: the learner);
+        those outside `group_ranks` map rank 0's buffers at `shared` instead."""
         world = len(self.actors) + 1
-        return [a.join_weight_group.remote(backend, layouts, host, port, i + 1, world, timeout_s)
+        return [a.join_weight_group.remote(backend, layouts, host, port, i + 1, world, timeout_s, group_ranks,
+                                           None if i + 1 in group_ranks else shared)
                 for i, a in enumerate(self.actors)]
 
     def start_receive_weights(self, version: int) -> list:
@@ -444,11 +447,12 @@ class LearnerGroup(RankGroup):
         """Every rank cuts the weights into the same buckets; rank 0's byte layouts of them."""
         return self.call("plan_weight_layouts", self.bucket_bytes)[0]
 
-    def open_weight_group(self, world: int, timeout_s: float) -> tuple[str, int]:
-        return ray.get(self.actors[0].open_weight_group.remote(world, timeout_s))
+    def open_weight_group(self, world: int, timeout_s: float, share: bool) -> tuple[str, int, str | None]:
+        return ray.get(self.actors[0].open_weight_group.remote(world, timeout_s, share))
 
-    def join_weight_group(self, backend: str, layouts: list, world: int, timeout_s: float):
-        return self.actors[0].join_weight_group.remote(backend, layouts, world, timeout_s)
+    def join_weight_group(self, backend: str, layouts: list, world: int, timeout_s: float,
+                          group_ranks: list[int], local: list[int]):
+        return self.actors[0].join_weight_group.remote(backend, layouts, world, timeout_s, group_ranks, local)
 
     def weight_device(self) -> str:
         return ray.get(self.actors[0].weight_device.remote())

@@ -9,7 +9,8 @@ starting on the first bucket while rank 0 exports the next, so export and reload
 format: `core/wire.py`). `CollectiveSync`, what `auto` takes wherever shared memory cannot be
 used: a per-run process group between learner rank 0 and every rollout actor (gloo on CPU, NCCL
 when both ends are on GPUs), over which rank 0 broadcasts flat buckets that each actor reloads
-from as they arrive (core/collective.py); nothing goes through the object store.
+from as they arrive (core/collective.py); actors on rank 0's node read the packed buckets in
+shared memory instead of over the wire. Nothing goes through the object store.
 """
 from __future__ import annotations
 
@@ -114,14 +115,17 @@ class CollectiveSync(WeightSync):
     `start` queues a receive on every actor (after the requests already sent to it, as the other
     paths do) and has rank 0 pack its weights, which a sender thread broadcasts once every actor
     is in its receive; the learner trains on meanwhile. A receiver that dies or fails, or a
-    transfer that outlasts `timeout_s`, becomes a `WeightSyncError` naming the actor.
+    transfer that outlasts `timeout_s`, becomes a `WeightSyncError` naming the actor. On CPU,
+    actors on rank 0's node read its packed buffers in shared memory instead of joining the
+    group (`share_on_node=False`: every actor joins it, as across nodes).
     """
 
     name = "collective"
 
     def __init__(self, learners, rollouts, timeout_s: float, devices: list[str] | None = None,
-                 ready_timeout_s: float | None = None):
+                 ready_timeout_s: float | None = None, share_on_node: bool = True):
         self.learners, self.rollouts, self.timeout_s = learners, rollouts, timeout_s
+        self.share_on_node = share_on_node
         # Before the group (re-)forms, each actor's earlier requests, or a new actor's start.
         self.ready_timeout_s = 600 + timeout_s if ready_timeout_s is None else ready_timeout_s
         devices = devices or weight_devices(learners, rollouts)
@@ -148,10 +152,19 @@ class CollectiveSync(WeightSync):
         self.names = [f"rollout actor {i} (node {node[:8]})" for i, node in enumerate(nodes)]
         self._wait([*[a.ready.remote() for a in self.members], ray.put(None)],
                    "waiting for the rollout actors to finish their requests", self.ready_timeout_s)
-        self.address = self.learners.open_weight_group(world, self.timeout_s)
+        learner_node = actor_record(self.learners.actors[0]).get("Address", {}).get("NodeID")
+        local = [i + 1 for i, node in enumerate(nodes)
+                 if self.share_on_node and self.backend == "gloo" and learner_node and node == learner_node]
+        host, port, shared = self.learners.open_weight_group(world, self.timeout_s, bool(local))
+        local = local if shared else []
+        self.address = (host, port)
+        self.local_ranks = local  # read rank 0's buffers in shared memory; the rest join the group
+        group_ranks = [r for r in range(world) if r not in local]
         try:
-            self._wait([*rollouts.join_weight_group(self.backend, self.layouts, *self.address, self.timeout_s),
-                        self.learners.join_weight_group(self.backend, self.layouts, world, self.timeout_s)],
+            self._wait([*rollouts.join_weight_group(self.backend, self.layouts, host, port, self.timeout_s,
+                                                    group_ranks, shared),
+                        self.learners.join_weight_group(self.backend, self.layouts, world, self.timeout_s,
+                                                        group_ranks, local)],
                        "joining the weight-broadcast group")
         except WeightSyncError:
             from core.collective import request_abort

@@ -7,6 +7,11 @@ Rank 0 packs its weights into flat byte buffers, one per bucket, each described 
 receiver gets views of its own buffers, so its reload starts on the first bucket while later
 ones are still on the wire.
 
+Receivers on rank 0's own node (CPU) need no wire: rank 0 packs into buffers in one
+shared-memory file that they map at joining (`shared_buckets`, `map_buckets`), and each reads a
+bucket once rank 0 says it is packed, as NCCL moves data within a node through shared memory.
+Only the receivers on other nodes join the process group itself.
+
 Failure handling is bounded: a broadcast starts only when every receiver has said it is ready
 (so a receiver still busy generating does not count against the transfer's timeout), each
 transfer runs under the group's timeout, and the receivers that did not finish are named.
@@ -15,11 +20,15 @@ No Ray here: the actors call these with what the driver handed them.
 from __future__ import annotations
 
 import datetime
+import os
 import queue
 import threading
 import time
+import uuid
+import warnings
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 ALIGN = 64  # byte alignment of every tensor in a bucket: a view of any dtype starts aligned
@@ -92,6 +101,45 @@ def device_id() -> str:
     return f"cuda:{torch.cuda.get_device_properties(torch.cuda.current_device()).uuid}"
 
 
+def shared_buckets(layouts: list[BucketLayout], directory: str = "/dev/shm") -> tuple[str, list[torch.Tensor]] | None:
+    """Rank 0's bucket buffers in one new shared-memory file: (its path, one flat uint8 tensor
+    per bucket). None when the file system has less room than the weights (a sparse file that
+    outgrows it kills its writer with SIGBUS): then every receiver joins the group instead."""
+    total = sum(layout.nbytes for layout in layouts)
+    stats = os.statvfs(directory)
+    if stats.f_bavail * stats.f_frsize < total:
+        return None
+    path = os.path.join(directory, f"rewardflow-buckets-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    flat = torch.from_numpy(np.memmap(path, dtype=np.uint8, mode="w+", shape=(max(total, 1),)))
+    return path, _split(flat, layouts)
+
+
+def map_buckets(path: str, layouts: list[BucketLayout]) -> list[torch.Tensor]:
+    """A receiver's read-only view of rank 0's `shared_buckets` (mapped once, kept after the
+    file's name is gone)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        flat = torch.from_numpy(np.memmap(path, dtype=np.uint8, mode="r"))
+    return _split(flat, layouts)
+
+
+def _split(flat: torch.Tensor, layouts: list[BucketLayout]) -> list[torch.Tensor]:
+    out, offset = [], 0
+    for layout in layouts:
+        out.append(flat[offset:offset + layout.nbytes])
+        offset += layout.nbytes
+    return out
+
+
+def unlink(path: str | None) -> None:
+    """Remove a shared file's name once every reader has mapped it (the mappings stay valid)."""
+    if path:
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+
+
 class WeightSyncError(RuntimeError):
     """A collective weight sync that failed or timed out; the message names the rank(s). `dead`:
     (actor, error) of the receivers that died (filled in by the driver)."""
@@ -107,11 +155,16 @@ def open_store(host: str, world: int, timeout_s: float):
     return TCPStore(host, 0, world, True, timeout=datetime.timedelta(seconds=timeout_s), wait_for_workers=False)
 
 
-def join_group(backend: str, store, host: str, port: int, rank: int, world: int, timeout_s: float):
+def join_group(backend: str, store, host: str, port: int, rank: int, world: int, timeout_s: float,
+               group_ranks: list[int] | None = None):
     """Join the broadcast group as `rank` (blocks until all `world` ranks have joined). Rank 0
-    passes the store it opened; the others connect to it at host:port. Returns (store, group)."""
+    passes the store it opened; the others connect to it at host:port. `group_ranks` (default:
+    all) are the ranks that build the process group itself; the rest read rank 0's shared
+    buckets. Returns (store, group), group None outside it (or when rank 0 would be alone)."""
     import torch.distributed as dist
 
+    if backend not in ("gloo", "nccl"):
+        raise ValueError(f"unknown collective backend {backend!r} (gloo or nccl)")
     timeout = datetime.timedelta(seconds=timeout_s)
     if store is None:
         store = dist.TCPStore(host, port, world, False, timeout=timeout)
@@ -127,15 +180,17 @@ def join_group(backend: str, store, host: str, port: int, rank: int, world: int,
             missing = [r for r in range(world) if not store.check([f"member/{r}"])]
             raise WeightSyncError(f"ranks {missing} did not join the weight-broadcast group within {timeout_s:g} s")
         time.sleep(0.005)
+    group_ranks = list(range(world)) if group_ranks is None else sorted(group_ranks)
+    if rank not in group_ranks or len(group_ranks) == 1:
+        return store, None
     prefixed = dist.PrefixStore("rewardflow-weights", store)
+    rank, world = group_ranks.index(rank), len(group_ranks)
     if backend == "nccl":
         options = dist.ProcessGroupNCCL.Options()
         options._timeout = timeout
         group = dist.ProcessGroupNCCL(prefixed, rank, world, options)
-    elif backend == "gloo":
-        group = dist.ProcessGroupGloo(prefixed, rank, world, timeout)
     else:
-        raise ValueError(f"unknown collective backend {backend!r} (gloo or nccl)")
+        group = dist.ProcessGroupGloo(prefixed, rank, world, timeout)
     return store, group
 
 
@@ -150,12 +205,16 @@ def _broadcast(group, buffer: torch.Tensor):
 class WeightSender:
     """Rank 0: broadcasts packed buckets from a background thread, so the learner trains on while
     receivers that are still generating join later. `begin(version)`, then `pack` each bucket in
-    order, then `finish()`; the buffers hold one copy of the weights between syncs."""
+    order, then `finish()`; the buffers hold one copy of the weights between syncs. With
+    `buffers` from `shared_buckets`, the `local` ranks read them in place: each bucket is
+    announced to them once packed, and a sync ends when they have read every one."""
 
-    def __init__(self, store, group, layouts: list[BucketLayout], receivers: int, device, timeout_s: float):
+    def __init__(self, store, group, layouts: list[BucketLayout], receivers: int, device, timeout_s: float,
+                 buffers: list[torch.Tensor] | None = None, local: tuple[int, ...] = ()):
         self.store, self.group, self.layouts = store, group, layouts
-        self.receivers, self.timeout_s = receivers, timeout_s
-        self.buffers = [torch.empty(layout.nbytes, dtype=torch.uint8, device=device) for layout in layouts]
+        self.receivers, self.timeout_s, self.local = receivers, timeout_s, tuple(local)
+        self.buffers = buffers if buffers is not None else [
+            torch.empty(layout.nbytes, dtype=torch.uint8, device=device) for layout in layouts]
         self.thread: threading.Thread | None = None
         self.packed: queue.Queue[int | None] = queue.Queue()
         self.error: BaseException | None = None
@@ -188,11 +247,18 @@ class WeightSender:
             self._wait_ready(version)
             started = time.perf_counter()
             # Each bucket goes out as soon as it is packed; the group's threads send several at once.
-            sending = [_broadcast(self.group, self.buffers[self.packed.get()]) for _ in self.buffers]
+            sending = []
+            for _ in self.buffers:
+                index = self.packed.get()
+                if self.local:
+                    self.store.set(f"v{version}/packed/{index}", "1")
+                if self.group is not None:
+                    sending.append(_broadcast(self.group, self.buffers[index]))
             for work in sending:
                 work.wait()
             if self.buffers and self.buffers[0].is_cuda:  # NCCL's wait only orders streams
                 torch.cuda.current_stream().synchronize()
+            self._wait_read(version)
             self.seconds = time.perf_counter() - started
         except BaseException as e:  # reported by finish()
             self.error = e if isinstance(e, WeightSyncError) else WeightSyncError(
@@ -215,6 +281,18 @@ class WeightSender:
             time.sleep(0.005)
         self.store.set(f"v{version}/go", "1")
 
+    def _wait_read(self, version: int) -> None:
+        """The local ranks have read every shared bucket (its next `pack` may overwrite them)."""
+        deadline = time.monotonic() + self.timeout_s
+        while left := [r for r in self.local if not self.store.check([f"v{version}/done/{r}"])]:
+            if self.store.check([f"v{version}/abort"]):
+                raise WeightSyncError(f"weight sync of version {version} aborted")
+            if time.monotonic() > deadline:
+                self.store.set(f"v{version}/abort", "1")
+                raise WeightSyncError(f"weight sync of version {version}: receiving ranks {left} "
+                                      f"did not finish within {self.timeout_s:g} s")
+            time.sleep(0.002)
+
     def unfinished(self, version: int, what: str = "done") -> list[int]:
         return [r for r in range(1, self.receivers + 1) if not self.store.check([f"v{version}/{what}/{r}"])]
 
@@ -230,27 +308,43 @@ def request_abort(host: str, port: int, version: int | None) -> None:
 
 class WeightReceiver:
     """Ranks 1..n: receive every bucket into buffers allocated once, yielding views bucket by
-    bucket as each arrives (later buckets keep arriving meanwhile)."""
+    bucket as each arrives (later buckets keep arriving meanwhile). Given `shared` (rank 0's
+    `shared_buckets`, mapped by `map_buckets`) it is outside the group and reads those in place
+    instead, each bucket once rank 0 has packed it."""
 
-    def __init__(self, store, group, layouts: list[BucketLayout], rank: int, device):
+    def __init__(self, store, group, layouts: list[BucketLayout], rank: int, device, timeout_s: float,
+                 shared: list[torch.Tensor] | None = None):
         self.store, self.group, self.layouts, self.rank = store, group, layouts, rank
-        self.buffers = [torch.empty(layout.nbytes, dtype=torch.uint8, device=device) for layout in layouts]
+        self.timeout_s, self.shared = timeout_s, shared is not None
+        self.buffers = shared if shared is not None else [
+            torch.empty(layout.nbytes, dtype=torch.uint8, device=device) for layout in layouts]
 
     def receive(self, version: int):
-        """(name, tensor) for every weight, in layout order; views of this receiver's buffers,
-        valid until the next `receive`."""
+        """(name, tensor) for every weight, in layout order; views of this receiver's buffers (or
+        rank 0's shared ones), valid until the next `receive` (or sync)."""
         self.store.set(f"v{version}/ready/{self.rank}", "1")
         self.store.add(f"v{version}/ready", 1)
         # The broadcast starts once every receiver is ready (rank 0 says "go"); an aborted sync
         # (a receiver died first) ends here instead of in a broadcast that never comes.
-        while not self.store.check([f"v{version}/go"]):
-            if self.store.check([f"v{version}/abort"]):
-                raise WeightSyncError(f"weight sync of version {version} aborted before it started")
-            time.sleep(0.005)
-        pending = [_broadcast(self.group, buffer) for buffer in self.buffers]
-        for work, buffer, layout in zip(pending, self.buffers, self.layouts):
-            work.wait()
-            if buffer.is_cuda:
-                torch.cuda.current_stream().synchronize()
-            yield from views(buffer, layout)
+        self._wait_for(version, "go", "for the other receivers", None)
+        if self.shared:
+            for index, (buffer, layout) in enumerate(zip(self.buffers, self.layouts)):
+                self._wait_for(version, f"packed/{index}", f"for bucket {index}", self.timeout_s)
+                yield from views(buffer, layout)
+        else:
+            pending = [_broadcast(self.group, buffer) for buffer in self.buffers]
+            for work, buffer, layout in zip(pending, self.buffers, self.layouts):
+                work.wait()
+                if buffer.is_cuda:
+                    torch.cuda.current_stream().synchronize()
+                yield from views(buffer, layout)
         self.store.set(f"v{version}/done/{self.rank}", "1")
+
+    def _wait_for(self, version: int, key: str, what: str, timeout_s: float | None) -> None:
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        while not self.store.check([f"v{version}/{key}"]):
+            if self.store.check([f"v{version}/abort"]):
+                raise WeightSyncError(f"weight sync of version {version} aborted while waiting {what}")
+            if deadline is not None and time.monotonic() > deadline:
+                raise WeightSyncError(f"weight sync of version {version}: waited {what} for {timeout_s:g} s")
+            time.sleep(0.001)

@@ -44,20 +44,25 @@ def perturb(learners, delta: float) -> None:
     ray.get([a.__ray_call__.remote(shift) for a in learners.actors])
 
 
-@pytest.mark.parametrize("dtype,zero_stage,ranks", [("float32", 0, 1), ("bfloat16", 3, 2)])
+@pytest.mark.parametrize("dtype,zero_stage,ranks,rollout_node", [
+    ("float32", 0, 1, "node_a"), ("bfloat16", 3, 2, "node_a"),
+    ("bfloat16", 3, 1, "head_node"),  # rank 0's node: the actors read its buckets in shared memory
+])
 def test_collective_sync_gives_every_rollout_actor_the_learners_weights(driver, tiny_model_path, tmp_path,
-                                                                        dtype, zero_stage, ranks):
+                                                                        dtype, zero_stage, ranks, rollout_node):
     from cluster.groups import LearnerGroup, RolloutGroup
     from cluster.placement import node_ids
     from cluster.weight_sync import CollectiveSync, ObjectStoreSync, make_weight_sync
 
     cfg = spread(tiny_model_path, tmp_path, f"model.dtype={dtype}", f"learner.zero_stage={zero_stage}",
-                 f"learner.num_workers={ranks}")
+                 f"learner.num_workers={ranks}", f"rollout.resources={{{rollout_node}: 0.25}}")
     learners, rollouts = LearnerGroup(cfg, tiny_model_path), RolloutGroup.for_recipe(cfg, tiny_model_path)
     try:
-        assert not set(node_ids(rollouts.actors)) & set(node_ids(learners.actors[:1]))
+        on_node = set(node_ids(rollouts.actors)) & set(node_ids(learners.actors[:1]))
+        assert bool(on_node) == (rollout_node == "head_node")
         collective = make_weight_sync(cfg, learners, rollouts)
         assert isinstance(collective, CollectiveSync) and collective.backend == "gloo"
+        assert collective.local_ranks == ([1, 2] if on_node else [])
         before = rollouts.checksums()
         perturb(learners, 0.01)
         collective.sync(1)
