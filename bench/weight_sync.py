@@ -18,7 +18,8 @@ interleaved in every repeat (the collective over gloo in a second pass, with its
   reload: the same weights exported again and, once every bucket is in the object store, one
           rollout-actor reload of them: the actor's own timing of that `reload_weights` pass over
           tensors already in hand (the baseline).
-Appends to docs/benchmarks.md the mean and median of each and their ratios to the bare reload.
+Appends to docs/benchmarks.md the mean and median of each and their ratios to the bare reload,
+and for each sync the rollout actor's own reload time inside it (the rest is the sync's overhead).
 """
 from __future__ import annotations
 
@@ -72,29 +73,31 @@ def main() -> None:
                     started = time.perf_counter()
                     sync.sync(version)
                     times.setdefault(name, []).append(time.perf_counter() - started)
+                    times.setdefault(f"{name} reload", []).append(sync.last_reload_s)
                 buckets = learners.export_weights()
                 ray.wait(buckets, num_returns=len(buckets))
                 bare.append(ray.get(rollouts.actors[0].load_weights.remote(buckets, version)))
-            for name in [*syncs, f"bare reload {index}"]:
+            for name in [*syncs, *[f"{n} reload" for n in syncs], f"bare reload {index}"]:
                 times[name] = times[name][1:]
         buckets = ray.get(learners.export_weights())
         n_params = sum(a.size for bucket in buckets for _, _, a in bucket)
     finally:
         ray.shutdown()
 
-    def row(label: str, t: list[float], bare: list[float]) -> str:
+    def row(label: str, t: list[float], bare: list[float], reload: list[float] | None = None) -> str:
+        own = "–" if reload is None else f"{np.median(reload):.3f}"
         return (f"| {label} | {np.mean(t):.3f} | {np.median(t):.3f} | {min(t):.3f} | {max(t):.3f} | "
-                f"{np.mean(t) / np.mean(bare):.2f}x | {np.median(t) / np.median(bare):.2f}x |")
+                f"{np.mean(t) / np.mean(bare):.2f}x | {np.median(t) / np.median(bare):.2f}x | {own} |")
 
     first, second = times["bare reload 0"], times["bare reload 1"]
     rows = "\n".join([
-        row("sync, shared memory (default recipe), driver wall", times["shared memory"], first),
+        row("sync, shared memory (default recipe), driver wall", times["shared memory"], first, times["shared memory reload"]),
         row("sync, collective: rank 0's node reads the packed buckets in shared memory (async loop), driver wall",
-            times["collective"], first),
-        row("sync, object store in buckets, driver wall", times["object store"], first),
+            times["collective"], first, times["collective reload"]),
+        row("sync, object store in buckets, driver wall", times["object store"], first, times["object store reload"]),
         row("bare vLLM reload inside the rollout actor (baseline)", first, first),
         row("second pass: sync, collective over gloo (loopback TCP), as to another node, driver wall",
-            times["collective over gloo"], second),
+            times["collective over gloo"], second, times["collective over gloo reload"]),
         row("second pass: bare vLLM reload (its baseline)", second, second)])
     text = f"""
 ## Weight sync vs bare vLLM reload ({datetime.date.today().isoformat()})
@@ -104,8 +107,8 @@ def main() -> None:
 - model: `{cfg.model.path}` ({n_params / 1e6:.1f}M parameters, {cfg.model.dtype}), learner ZeRO stage {cfg.learner.zero_stage}, 1 rollout actor; {args.repeats} repeats after one warm-up, the syncs and the reload interleaved in each; the collective over gloo in a second pass with its own baseline; object store: {len(buckets)} buckets of at most {cfg.train.sync_bucket_mb:g} MiB
 - baseline: in the same run (and pass), after the syncs of each repeat, the rollout actor's own time for one `reload_weights` pass over the same weights already in the object store
 
-| what | mean s | median s | min s | max s | mean / bare | median / bare |
-|---|---|---|---|---|---|---|
+| what | mean s | median s | min s | max s | mean / bare | median / bare | the actor's own reload, median s |
+|---|---|---|---|---|---|---|---|
 {rows}
 """
     publish(text)
