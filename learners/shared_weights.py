@@ -61,7 +61,6 @@ def map_shared(descriptor: dict) -> list[tuple[str, torch.Tensor]]:
 
 def unlink(descriptor: dict) -> None:
     """Remove the file's name (existing mappings stay valid)."""
-    try:
-        os.unlink(descriptor["path"])
-    except FileNotFoundError:
-        pass
+    from core.collective import unlink as unlink_path
+
+    unlink_path(descriptor["path"])
